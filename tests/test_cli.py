@@ -1,0 +1,150 @@
+"""The command line as the README shows it: `zoo list`, `zoo info`, `zoo plugins`, and its errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from zoo.cli import cli
+
+
+def zoo(*args: str, **env: str) -> Result:
+    return CliRunner().invoke(cli, list(args), env=env or None)
+
+
+def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m zoo`` in a fresh process, as a user's shell would."""
+    return subprocess.run(
+        [sys.executable, "-m", "zoo", *args], capture_output=True, text=True, env={**os.environ, **env}, check=False
+    )
+
+
+def test_list_shows_both_tables_aligned() -> None:
+    result = zoo("list")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == "Architectures" and "Data sets" in lines
+    header = lines[1]
+    assert header.split() == ["name", "aliases", "input", "classes", "summary", "provider"]
+    row = next(line for line in lines if line.startswith("lenet_bn"))
+    assert row.index("1x28x28") == header.index("input")
+    assert row.endswith("zoo-classifiers 0.1.0")
+    assert any(line.startswith("sevenseg ") and "10,000 / 2,000" in line for line in lines)
+
+
+def test_list_glob_filter() -> None:
+    output = zoo("list", "*cnn*").output
+    assert "mnist_cnn32" in output and "mnist_cnn6_16" in output
+    assert "lenet_bn" not in output and "Data sets" not in output
+    assert "fashionmnist" in zoo("list", "fmnist").output  # aliases match too
+
+
+def test_list_json() -> None:
+    data = json.loads(zoo("list", "--json").output)
+    lenet = next(a for a in data["architectures"] if a["name"] == "lenet_bn")
+    assert lenet["input_shape"] == [1, 28, 28] and lenet["provider"]["distribution"] == "zoo-classifiers"
+    cifar = next(d for d in data["datasets"] if d["name"] == "cifar10")
+    assert cifar["shape"] == [3, 32, 32] and cifar["classes"][0] == "airplane" and cifar["train_size"] == 50_000
+
+
+def test_list_with_no_match_fails() -> None:
+    result = zoo("list", "resnet*")
+    assert result.exit_code == 1
+    assert result.stderr == "zoo: error: nothing matches resnet*; run `zoo list` without a pattern to see everything\n"
+
+
+@pytest.mark.parametrize(
+    ("name", "total", "macs"),
+    [
+        ("cnn32", "421,642", "4,241,152"),
+        ("cnn6", "60,074", "199,968"),
+        ("lenet", "62,158", "416,520"),
+        ("cifar_seq", "296,426", "13,538,304"),
+    ],
+)
+def test_info_architecture(name: str, total: str, macs: str) -> None:
+    result = zoo("info", name)
+    assert result.exit_code == 0, result.output
+    assert f"trainable parameters: {total}\n" in result.output
+    assert f"multiply-accumulates per image: {macs}\n" in result.output
+    assert "tutorial recipe: adam" in result.output and "default recipe:" in result.output
+
+
+def test_info_per_layer_counts_as_the_tutorial_prints_them() -> None:
+    output = zoo("info", "mnist_cnn6_16").output
+    assert "54 + 6" in output and "48,000 + 120" in output and "840 + 10" in output
+
+
+def test_info_architecture_sized_for_a_dataset() -> None:
+    output = zoo("info", "cnn6_16", "--dataset", "cifar10").output
+    assert "input 3x32x32, 10 classes (sized for cifar10)" in output
+    assert "trainable parameters: 81,302" in output  # 16x6x6 feature maps feed the first linear layer
+
+
+def test_info_dataset_reads_the_data_directory(idx_root: Callable[[str, int], Path]) -> None:
+    root = idx_root("MNIST", 12)
+    result = zoo("info", "mnist", "--data-dir", str(root))
+    assert result.exit_code == 0, result.output
+    assert "files: ready (12 train / 12 test images)" in result.output
+    missing = zoo("info", "fashion", "--data-dir", str(root)).output
+    assert "files: missing. FashionMNIST is not downloaded" in missing
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["info", "cnn"],
+            "zoo: error: name 'cnn' is ambiguous: it could be mnist_cnn32, mnist_cnn6_16; give more of the name",
+        ),
+        (["info", "lenat"], "zoo: error: unknown name 'lenat'; did you mean lenet_bn? known names:"),
+        (["info", "lenet", "--dataset", "imagenet"], "zoo: error: unknown data set 'imagenet'"),
+        (
+            ["info", "mnist", "--data-dir", "/no/such/dir"],
+            "zoo: error: data directory '/no/such/dir' (--data-dir) does not exist",
+        ),
+    ],
+)
+def test_bad_input_is_one_line_on_stderr(args: list[str], message: str) -> None:
+    result = zoo(*args)
+    assert result.exit_code == 1
+    assert result.stderr.startswith(message)
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_debug_shows_the_traceback() -> None:
+    result = zoo("--debug", "info", "lenat")
+    assert result.exit_code == 1 and type(result.exception).__name__ == "UnknownName"
+    assert zoo("info", "lenat", ZOO_DEBUG="1").exception.__class__.__name__ == "UnknownName"
+
+
+def test_plugins_lists_distributions_and_json() -> None:
+    output = zoo("plugins").output
+    assert output.splitlines()[0].split() == ["plugin", "distribution", "version", "status", "provides"]
+    assert "architectures  zoo-classifiers  0.1.0    loaded  architecture mnist_cnn32" in output
+    data = json.loads(zoo("plugins", "--json").output)
+    assert {p["name"]: p["status"] for p in data} == {"architectures": "loaded", "datasets": "loaded"}
+
+
+@pytest.mark.slow
+def test_python_dash_m_zoo_and_heavy_imports() -> None:
+    """`zoo --help` and `zoo list` must not import torch: it costs seconds."""
+    probe = (
+        "import sys\nfrom zoo.cli import cli\n"
+        "try:\n    cli(sys.argv[1:], prog_name='zoo')\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('torch', 'torchvision', 'onnxruntime', 'numpy') if m in sys.modules))"
+    )
+    for args in (["--help"], ["list"], ["plugins"]):
+        out = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, check=True).stdout
+        assert out.strip().endswith("[]"), f"zoo {' '.join(args)} imported {out.splitlines()[-1]}"
+    assert "lenet_bn" in run("list").stdout
+    result = run("info", "nope")
+    assert result.returncode == 1 and result.stderr.startswith("zoo: error: unknown name 'nope'")

@@ -1,0 +1,91 @@
+"""Data sets: torchvision's files read from a data directory, clear errors offline, and seven-segment digits."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from zoo.data import data_dir
+from zoo.errors import DatasetNotFound, ZooError
+from zoo.loader import load_registry
+
+REGISTRY = load_registry()
+
+
+@pytest.mark.parametrize(("name", "folder"), [("mnist", "MNIST"), ("fashionmnist", "FashionMNIST")])
+def test_loads_idx_files_from_the_data_directory(idx_root: Callable[[str, int], Path], name: str, folder: str) -> None:
+    root = idx_root(folder, 20)
+    images, labels = REGISTRY.datasets[name].load("train", root, download=False)
+    assert images.shape == (20, 1, 28, 28) and images.dtype == torch.uint8
+    assert labels.tolist() == [i % 10 for i in range(20)]
+    assert images[1, 0, 0, :3].tolist() == [7, 8, 9]  # pixel (i * 7 + j) % 256 as written
+    test_images, _ = REGISTRY.datasets[name].load("test", root, download=False)
+    assert len(test_images) == 20
+
+
+@pytest.mark.parametrize(("name", "folder", "attr"), [("mnist", "MNIST", "mirrors"), ("cifar10", "CIFAR10", "url")])
+def test_a_failed_download_names_the_files_and_where_they_go(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, folder: str, attr: str
+) -> None:
+    from torchvision import datasets
+
+    # torchvision's own download code runs, against a closed local port, so this fails the same way offline or not.
+    closed = "http://127.0.0.1:9/" if attr == "mirrors" else "http://127.0.0.1:9/cifar-10-python.tar.gz"
+    monkeypatch.setattr(getattr(datasets, folder), attr, [closed] if attr == "mirrors" else closed)
+    with pytest.raises(DatasetNotFound) as info:
+        REGISTRY.datasets[name].load("train", tmp_path, download=True)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "could not be downloaded" in message and "--data-dir" in message
+    expected = "train-images-idx3-ubyte" if name == "mnist" else "cifar-10-python.tar.gz"
+    assert expected in message and str(tmp_path) in message
+
+
+def test_missing_files_without_download(tmp_path: Path) -> None:
+    with pytest.raises(DatasetNotFound, match=r"is not downloaded: put .* in .*FashionMNIST/raw"):
+        REGISTRY.datasets["fashionmnist"].load("test", tmp_path, download=False)
+
+
+def test_data_dir_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert data_dir(tmp_path) == tmp_path
+    monkeypatch.setenv("ZOO_DATA_DIR", str(tmp_path))
+    assert data_dir() == tmp_path
+    with pytest.raises(ZooError, match=r"does not exist; create it"):
+        data_dir(tmp_path / "nope")
+    monkeypatch.setenv("ZOO_DATA_DIR", str(tmp_path / "gone"))
+    with pytest.raises(ZooError, match=r"\$ZOO_DATA_DIR"):
+        data_dir()
+
+
+@pytest.mark.parametrize("name", ["sevenseg", "sevenseg_rgb"])
+def test_generated_digits_are_deterministic_and_match_their_metadata(name: str, tmp_path: Path) -> None:
+    ds = REGISTRY.datasets[name]
+    images, labels = ds.load("train", tmp_path)
+    again, _ = ds.load("train", tmp_path)
+    test_images, _ = ds.load("test", tmp_path)
+    assert images.shape == (ds.train_size, *ds.shape) and len(test_images) == ds.test_size
+    assert torch.equal(images, again)
+    assert not torch.equal(images[: ds.test_size], test_images), "train and test are drawn from different seeds"
+    assert torch.bincount(labels, minlength=10).min() > ds.train_size / 10 * 0.8, "classes are balanced"
+    pixels = images.float().div(255).transpose(0, 1).reshape(ds.shape[0], -1)
+    assert pixels.mean(1).tolist() == pytest.approx(ds.mean, abs=1e-3)
+    assert pixels.std(1).tolist() == pytest.approx(ds.std, abs=1e-3)
+
+
+def test_loader_output_is_checked_against_the_declared_shape(tmp_path: Path) -> None:
+    import dataclasses
+
+    ds = dataclasses.replace(REGISTRY.datasets["sevenseg"], shape=(1, 32, 32))
+    with pytest.raises(ZooError, match=r"expected torch.uint8 \(10000, 1, 32, 32\)"):
+        ds.load("train", tmp_path)
+
+
+def test_real_mnist_when_present() -> None:
+    root = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+    if not (root / "MNIST" / "raw").is_dir():
+        pytest.skip("real MNIST is not beside this checkout")
+    images, labels = REGISTRY.datasets["mnist"].load("test", root, download=False)
+    assert images.shape == (10_000, 1, 28, 28) and labels[:3].tolist() == [7, 2, 1]

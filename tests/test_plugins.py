@@ -1,0 +1,173 @@
+"""Plugin discovery through real entry points: third parties, broken plugins, collisions and the off switches."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+import tomllib
+from click.testing import CliRunner
+from conftest import FakeDist
+
+import zoo
+from zoo import hookspecs
+from zoo.cli import cli
+from zoo.errors import PluginWarning
+from zoo.loader import get_registry, load_registry
+
+ROOT = Path(__file__).resolve().parent.parent
+
+GOOD = """
+import zoo
+
+@zoo.hookimpl
+def register_architectures(register):
+    register(zoo.Architecture(name="tiny_mlp", aliases=("tiny",), builder="torch.nn:Identity", summary="an MLP"))
+
+@zoo.hookimpl
+def register_datasets(register):
+    register(zoo.Dataset(name="dots", loader="x:y", summary="dots", classes=("a", "b"), shape=(1, 8, 8),
+                         mean=(0.5,), std=(0.5,), train_size=10, test_size=5, downloads=False))
+"""
+
+
+def test_builtins_come_through_the_entry_point_group() -> None:
+    registry = load_registry()
+    builtins = [p for p in registry.plugins if p.builtin]
+    assert {p.name for p in builtins} == {"architectures", "datasets"}
+    assert all(p.status == "loaded" and p.distribution == "zoo-classifiers" for p in builtins)
+    assert set(registry.architectures) == {"mnist_cnn32", "mnist_cnn6_16", "lenet_bn", "cifar_seq"}
+    assert {"mnist", "fashionmnist", "cifar10", "sevenseg", "sevenseg_rgb"} <= set(registry.datasets)
+
+
+def test_pyproject_entry_points_and_plugins_folder_agree() -> None:
+    """Every module in plugins/ that implements a hook is declared in pyproject, and nothing else is."""
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]["zoo"]
+    implementing = {
+        f"plugins.{path.stem}"
+        for path in (ROOT / "plugins").glob("*.py")
+        if any(
+            isinstance(node, ast.FunctionDef) and node.name.startswith("register_")
+            for node in ast.parse(path.read_text()).body
+        )
+    }
+    assert set(declared.values()) == implementing
+    installed = {p.module for p in load_registry().plugins if p.builtin}
+    assert installed == implementing, "reinstall the package (pip install -e .) after editing entry points"
+
+
+def test_third_party_plugin_is_found_through_its_entry_point(fake_dist: FakeDist) -> None:
+    fake_dist("zoo-tiny", GOOD, version="2.3")
+    registry = get_registry()
+    assert registry.architecture("tiny").name == "tiny_mlp"
+    assert registry.dataset("dots").classes == ("a", "b")
+    plugin = registry.provider(registry.architectures["tiny_mlp"])
+    assert (plugin.distribution, plugin.version, plugin.status) == ("zoo-tiny", "2.3", "loaded")
+    assert plugin.location.endswith("zoo_tiny.py")
+    assert plugin.provides == ["architecture tiny_mlp", "data set dots"]
+
+
+@pytest.mark.parametrize(
+    ("source", "stage", "error"),
+    [
+        ("import not_a_module_anywhere\n", "failed to load", "ModuleNotFoundError"),
+        (
+            "import zoo\n@zoo.hookimpl\ndef register_architectures(register):\n    raise RuntimeError('boom')\n",
+            "raised while registering",
+            "RuntimeError: boom",
+        ),
+        (
+            "import zoo\n@zoo.hookimpl\ndef register_architecture(register):\n    pass\n",
+            "failed to load",
+            "unknown hook register_architecture",
+        ),
+        (
+            "import zoo\n@zoo.hookimpl\ndef register_datasets(register):\n    register('mnist')\n",
+            "raised while registering",
+            "TypeError: register_datasets got str, expected zoo.Dataset",
+        ),
+        (
+            "import zoo\n@zoo.hookimpl\ndef register_architectures(register):\n"
+            "    register(zoo.Architecture(name='Bad Name', builder='x:y', summary=''))\n",
+            "raised while registering",
+            "must be lower case",
+        ),
+    ],
+    ids=["import-error", "hook-raises", "misspelt-hook", "wrong-type", "bad-metadata"],
+)
+def test_a_broken_plugin_is_isolated_and_reported(fake_dist: FakeDist, source: str, stage: str, error: str) -> None:
+    fake_dist("zoo-broken", source)
+    with pytest.warns(PluginWarning, match=r"plugin 'main' from zoo-broken 1.0 .*" + stage) as record:
+        registry = get_registry()
+    assert len(record) == 1, "one warning per broken plugin"
+    assert error in str(record[0].message)
+    broken = next(p for p in registry.plugins if p.distribution == "zoo-broken")
+    assert broken.status == "failed" and error in broken.error and broken.provides == []
+    assert len(registry.architectures) == 4  # the built-ins still work
+
+    get_registry.cache_clear()  # as in a fresh `zoo` process
+    result = CliRunner().invoke(cli, ["plugins"])
+    assert result.exit_code == 0
+    assert "zoo-broken" in result.output and "failed" in result.output and error in result.output
+    assert "zoo: warning: plugin 'main' from zoo-broken 1.0" in result.stderr
+    assert CliRunner().invoke(cli, ["list"]).exit_code == 0
+
+
+def test_a_plugin_whose_hook_raises_contributes_nothing(fake_dist: FakeDist) -> None:
+    fake_dist(
+        "zoo-half",
+        GOOD + "\n@zoo.hookimpl(specname='register_datasets')\ndef more(register):\n    raise ValueError('late')\n",
+    )
+    with pytest.warns(PluginWarning, match="late"):
+        registry = get_registry()
+    assert "tiny_mlp" not in registry.architectures and "dots" not in registry.datasets
+
+
+def test_a_colliding_name_keeps_the_builtin_and_names_both_providers(fake_dist: FakeDist) -> None:
+    fake_dist(
+        "zoo-copycat",
+        "import zoo\n@zoo.hookimpl\ndef register_architectures(register):\n"
+        "    register(zoo.Architecture(name='lenet_bn', builder='x:y', summary='impostor'))\n"
+        "    register(zoo.Architecture(name='other', aliases=('cnn32', 'mine'), builder='x:y', summary='other'))\n",
+    )
+    with pytest.warns(PluginWarning) as record:
+        registry = get_registry()
+    messages = [str(w.message) for w in record]
+    assert any(
+        "'lenet_bn' from zoo-copycat 1.0 is ignored: zoo-classifiers 0.1.0 already provides it" in m for m in messages
+    )
+    assert any("alias 'cnn32'" in m and "zoo-classifiers" in m for m in messages)
+    assert registry.architectures["lenet_bn"].summary != "impostor"
+    assert registry.provider(registry.architectures["lenet_bn"]).distribution == "zoo-classifiers"
+    assert registry.architecture("cnn32").name == "mnist_cnn32"
+    assert registry.architectures["other"].aliases == ("mine",)
+
+    output = CliRunner().invoke(cli, ["plugins"]).output
+    assert "already provides it" in output and "already uses it" in output
+
+
+def test_disable_autoload_loads_only_builtins(fake_dist: FakeDist, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_dist("zoo-tiny", GOOD)
+    monkeypatch.setenv("ZOO_DISABLE_PLUGIN_AUTOLOAD", "1")
+    registry = get_registry()
+    assert "tiny_mlp" not in registry.architectures and len(registry.architectures) == 4
+    assert next(p for p in registry.plugins if p.distribution == "zoo-tiny").status == "disabled"
+    assert "third-party plugins are off" in CliRunner().invoke(cli, ["plugins"]).output
+
+
+def test_an_allow_list_loads_only_the_named_plugins(fake_dist: FakeDist, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_dist("zoo-tiny", GOOD)
+    fake_dist("zoo-broken", "import not_a_module_anywhere\n")
+    monkeypatch.setenv("ZOO_PLUGINS", "zoo-tiny")
+    registry = get_registry()  # no warning: the broken plugin is never imported
+    status = {p.distribution: p.status for p in registry.plugins}
+    assert status == {"zoo-classifiers": "loaded", "zoo-tiny": "loaded", "zoo-broken": "disabled"}
+
+
+def test_hookspecs_are_the_documented_contract() -> None:
+    specs = {name for name in dir(hookspecs) if name.startswith("register_")}
+    assert specs == {"register_architectures", "register_datasets"}
+    assert zoo.hookimpl is hookspecs.hookimpl
+    for name in specs:
+        assert getattr(hookspecs, name).__doc__

@@ -1,0 +1,213 @@
+"""The ``zoo`` command line: a thin layer over the library."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import warnings
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import click
+
+from zoo import __version__
+from zoo.errors import PluginWarning, ZooError
+from zoo.loader import get_registry
+from zoo.registry import Architecture, Dataset, Registry, format_shape
+
+__all__ = ["cli", "main"]
+
+DEBUG_ENV = "ZOO_DEBUG"
+
+
+def _show_warning(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
+    click.echo(f"zoo: warning: {message}", err=True)
+
+
+class ZooGroup(click.Group):
+    """Turns errors into one line on stderr and a non-zero exit; ``--debug`` shows the traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", PluginWarning)
+            warnings.showwarning = _show_warning
+            try:
+                return super().invoke(ctx)
+            except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+                raise
+            except Exception as exc:
+                if ctx.params.get("debug") or os.environ.get(DEBUG_ENV):
+                    raise
+                text = " ".join(str(exc).split())
+                if not isinstance(exc, ZooError):
+                    text = f"unexpected {type(exc).__name__}: {text} (rerun with --debug for the traceback)"
+                click.echo(f"zoo: error: {text}", err=True)
+                ctx.exit(1)
+
+
+def _table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """Rows as left-aligned columns separated by two spaces."""
+    cells = [[str(c) for c in headers], *([str(c) for c in row] for row in rows)]
+    widths = [max(map(len, column)) for column in zip(*cells, strict=True)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells)
+
+
+def _matches(item: Architecture | Dataset, patterns: Sequence[str]) -> bool:
+    names = [item.name, *item.aliases]
+    return not patterns or any(fnmatch.fnmatch(n, p.lower().replace("-", "_")) for n in names for p in patterns)
+
+
+@click.group(cls=ZooGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help=f"Show full tracebacks for errors (or set ${DEBUG_ENV}).")
+@click.version_option(__version__, "-V", "--version", prog_name="zoo")
+def cli(debug: bool) -> None:
+    """zoo: a pluggable model zoo for small image classifiers.
+
+    Names can be shortened: `lenet` is lenet_bn, `cnn32` is mnist_cnn32.
+    """
+
+
+@cli.command("list")
+@click.argument("patterns", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+def list_(patterns: tuple[str, ...], as_json: bool) -> None:
+    """List architectures and data sets, optionally only those matching glob PATTERNS."""
+    registry = get_registry()
+    archs = [a for a in registry.architectures.values() if _matches(a, patterns)]
+    sets = [d for d in registry.datasets.values() if _matches(d, patterns)]
+    if as_json:
+        click.echo(json.dumps({"architectures": [_arch_json(registry, a) for a in archs],
+                               "datasets": [_dataset_json(registry, d) for d in sets]}, indent=2))  # fmt: skip
+        return
+    if archs:
+        click.echo("Architectures")
+        click.echo(_table(
+            ("name", "aliases", "input", "classes", "summary", "provider"),
+            [(a.name, ", ".join(a.aliases), format_shape(a.input_shape), a.num_classes, a.summary,
+              registry.provider(a).label) for a in archs],
+        ))  # fmt: skip
+    if sets:
+        click.echo("\nData sets" if archs else "Data sets")
+        click.echo(_table(
+            ("name", "aliases", "shape", "classes", "train / test", "summary", "provider"),
+            [(d.name, ", ".join(d.aliases), format_shape(d.shape), d.num_classes, f"{d.train_size:,} / {d.test_size:,}",
+              d.summary, registry.provider(d).label) for d in sets],
+        ))  # fmt: skip
+    if not archs and not sets:
+        raise ZooError(f"nothing matches {' '.join(patterns)}; run `zoo list` without a pattern to see everything")
+
+
+def _provider_json(registry: Registry, item: Architecture | Dataset) -> dict[str, str]:
+    plugin = registry.provider(item)
+    return {"distribution": plugin.distribution, "version": plugin.version, "plugin": plugin.name}
+
+
+def _arch_json(registry: Registry, a: Architecture) -> dict[str, Any]:
+    return {"name": a.name, "aliases": list(a.aliases), "input_shape": list(a.input_shape),
+            "num_classes": a.num_classes, "summary": a.summary, "source": a.source,
+            "provider": _provider_json(registry, a)}  # fmt: skip
+
+
+def _dataset_json(registry: Registry, d: Dataset) -> dict[str, Any]:
+    return {"name": d.name, "aliases": list(d.aliases), "shape": list(d.shape), "classes": list(d.classes),
+            "mean": list(d.mean), "std": list(d.std), "train_size": d.train_size, "test_size": d.test_size,
+            "summary": d.summary, "source": d.source, "provider": _provider_json(registry, d)}  # fmt: skip
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--dataset", "dataset_name", metavar="DATASET", help="Show an architecture sized for this data set.")
+@click.option(
+    "--data-dir", type=click.Path(file_okay=False), help="Where data sets are stored (default: a per-user cache)."
+)
+def info(name: str, dataset_name: str | None, data_dir: str | None) -> None:
+    """Describe an architecture (layers, parameters, recipes) or a data set (classes, files)."""
+    registry = get_registry()
+    item = registry.lookup(name)
+    if isinstance(item, Dataset):
+        _dataset_info(registry, item, data_dir)
+    else:
+        _architecture_info(registry, item, registry.dataset(dataset_name) if dataset_name else None)
+
+
+def _architecture_info(registry: Registry, arch: Architecture, dataset: Dataset | None) -> None:
+    from zoo.summary import summarize
+
+    shape = dataset.shape if dataset else arch.input_shape
+    classes = dataset.num_classes if dataset else arch.num_classes
+    layers = summarize(arch.build(shape, classes), shape)
+    rows = [(l.name, l.kind, format_shape(l.output_shape), f"{l.params:,}",
+             " + ".join(f"{t:,}" for t in l.tensors) if len(l.tensors) > 1 else "", f"{l.macs:,}" if l.macs else "")
+            for l in layers]  # fmt: skip
+    fitted = f" (sized for {dataset.name})" if dataset else ""
+    click.echo(f"{arch.name}: {arch.summary}")
+    click.echo(f"input {format_shape(shape)}, {classes} classes{fitted}; provided by {registry.provider(arch).label}")
+    if arch.aliases:
+        click.echo(f"aliases: {', '.join(arch.aliases)}")
+    click.echo("")
+    click.echo(_table(("layer", "type", "output", "params", "tensors", "MACs"), rows))
+    click.echo("")
+    click.echo(f"trainable parameters: {sum(l.params for l in layers):,}")
+    click.echo(f"multiply-accumulates per image: {sum(l.macs for l in layers):,}")
+    click.echo(f"default recipe: {arch.default_recipe.describe()}")
+    if arch.tutorial_recipe:
+        click.echo(f"tutorial recipe: {arch.tutorial_recipe.describe()}")
+        if arch.tutorial_recipe.notes:
+            click.echo(f"  ({arch.tutorial_recipe.notes})")
+    if arch.source:
+        click.echo(f"source: {arch.source}")
+    if arch.notes:
+        click.echo(f"notes: {arch.notes}")
+
+
+def _dataset_info(registry: Registry, dataset: Dataset, data_dir: str | None) -> None:
+    from zoo.data import data_dir as resolve_data_dir
+
+    root = resolve_data_dir(data_dir)
+    click.echo(f"{dataset.name}: {dataset.summary}; provided by {registry.provider(dataset).label}")
+    if dataset.aliases:
+        click.echo(f"aliases: {', '.join(dataset.aliases)}")
+    click.echo(f"shape {format_shape(dataset.shape)}, {dataset.num_classes} classes: {', '.join(dataset.classes)}")
+    click.echo(f"normalisation: mean {_floats(dataset.mean)}, std {_floats(dataset.std)}")
+    click.echo(f"splits: {dataset.train_size:,} train / {dataset.test_size:,} test")
+    if dataset.source:
+        click.echo(f"source: {dataset.source}")
+    if dataset.downloads:
+        click.echo(f"data directory: {root}")
+    try:
+        sizes = [len(dataset.load(split, root, download=False)[1]) for split in ("train", "test")]
+    except ZooError as exc:
+        click.echo(f"files: missing. {exc}")
+    else:
+        click.echo(f"files: ready ({sizes[0]:,} train / {sizes[1]:,} test images)")
+
+
+def _floats(values: Iterable[float]) -> str:
+    return ", ".join(f"{v:.4f}" for v in values)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def plugins(as_json: bool) -> None:
+    """List plugin distributions: version, what each provides, and any load error or name conflict."""
+    registry = get_registry()
+    if as_json:
+        click.echo(json.dumps([vars(p) for p in registry.plugins], indent=2))
+        return
+    rows = [(p.name, p.distribution, p.version, p.status, ", ".join(p.provides) or "-") for p in registry.plugins]
+    click.echo(_table(("plugin", "distribution", "version", "status", "provides"), rows))
+    for p in registry.plugins:
+        for problem in ([p.error] if p.error else []) + p.conflicts:
+            click.echo(f"{p.name} ({p.distribution}): {problem}")
+    if any(p.status == "disabled" for p in registry.plugins):
+        click.echo("third-party plugins are off: $ZOO_DISABLE_PLUGIN_AUTOLOAD or $ZOO_PLUGINS is set")
+
+
+def main() -> None:
+    """Entry point of the ``zoo`` console script."""
+    cli(prog_name="zoo")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,25 @@
+"""The exceptions and warnings zoo raises for problems a user can fix."""
+
+from __future__ import annotations
+
+__all__ = ["AmbiguousName", "DatasetNotFound", "PluginWarning", "UnknownName", "ZooError"]
+
+
+class ZooError(Exception):
+    """A problem with the user's input or environment; the message says how to fix it."""
+
+
+class UnknownName(ZooError, LookupError):
+    """No registered architecture or data set matches a name."""
+
+
+class AmbiguousName(ZooError, LookupError):
+    """A short name matches more than one registered name."""
+
+
+class DatasetNotFound(ZooError):
+    """A data set's files are missing and could not be downloaded."""
+
+
+class PluginWarning(UserWarning):
+    """A plugin failed to load, or registered a name another plugin already has."""

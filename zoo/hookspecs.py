@@ -1,0 +1,33 @@
+"""The plugin contract: every hook a zoo plugin can implement."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from zoo.registry import Architecture, Dataset
+
+hookspec = pluggy.HookspecMarker("zoo")
+hookimpl = pluggy.HookimplMarker("zoo")
+
+
+@hookspec
+def register_architectures(register: Callable[[Architecture], None]) -> None:
+    """Register model architectures.
+
+    Call ``register(zoo.Architecture(...))`` once per architecture.  Keep
+    ``torch`` imports out of the module's top level and give ``builder`` as a
+    ``"module:attribute"`` string, so that ``zoo list`` stays fast.
+    """
+
+
+@hookspec
+def register_datasets(register: Callable[[Dataset], None]) -> None:
+    """Register image data sets.
+
+    Call ``register(zoo.Dataset(...))`` once per data set.  The data set's
+    ``loader`` returns a split as ``(uint8 images N×C×H×W, int64 labels N)``.
+    """

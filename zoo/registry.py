@@ -1,0 +1,246 @@
+"""The registry: what an architecture, a data set and a training recipe are, and where each came from."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import re
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from zoo.errors import PluginWarning, ZooError
+from zoo.names import normalize, resolve
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+__all__ = ["Architecture", "Dataset", "Plugin", "Recipe", "Registry", "Shape"]
+
+Shape = tuple[int, int, int]
+"""An image shape as channels, height, width."""
+
+Split = Literal["train", "test"]
+Builder = str | Callable[..., "nn.Module"]
+Loader = str | Callable[[Split, Path, bool], "tuple[Tensor, Tensor]"]
+
+_NAME = re.compile(r"[a-z][a-z0-9_]*")
+
+
+def _import(target: str | Callable[..., Any]) -> Callable[..., Any]:
+    """Resolve a ``"package.module:attribute"`` reference; callables pass through."""
+    if callable(target):
+        return target
+    module, _, attr = target.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj  # type: ignore[no-any-return]
+
+
+def _check_name(kind: str, name: str, aliases: tuple[str, ...]) -> None:
+    for spelling in (name, *aliases):
+        if not _NAME.fullmatch(spelling):
+            raise ValueError(
+                f"{kind} name {spelling!r} must be lower case letters, digits and '_', starting with a letter"
+            )
+
+
+def format_shape(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape))
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to train an architecture: the settings the trainer uses when none are given."""
+
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    batch_size: int = 128
+    epochs: int = 5
+    schedule: str = "onecycle"
+    weight_decay: float = 0.0
+    val_split: float = 0.1
+    """Fraction of the training split held out for validation."""
+    seed: int = 0
+    dataset: str | None = None
+    """The data set the recipe was written for, if any."""
+    limit: int | None = None
+    """Train on a random subset of this many training images."""
+    notes: str = ""
+
+    def describe(self) -> str:
+        text = (
+            f"{self.optimizer} lr={self.lr:g} batch={self.batch_size} epochs={self.epochs} "
+            f"schedule={self.schedule} weight_decay={self.weight_decay:g} val={self.val_split:g} seed={self.seed}"
+        )
+        if self.limit:
+            text += f" limit={self.limit}"
+        return text + (f" on {self.dataset}" if self.dataset else "")
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A model architecture: a builder plus what a user needs to know about it.
+
+    ``builder`` is called as ``builder(input_shape=(C, H, W), num_classes=N)``
+    and returns an ``nn.Module`` mapping ``N×C×H×W`` float images to ``N×classes``
+    scores (logits or log-probabilities).
+    """
+
+    name: str
+    builder: Builder
+    summary: str
+    aliases: tuple[str, ...] = ()
+    source: str = ""
+    input_shape: Shape = (1, 28, 28)
+    """The shape the architecture was designed for."""
+    num_classes: int = 10
+    default_recipe: Recipe = Recipe()
+    tutorial_recipe: Recipe | None = None
+    """The original tutorial's exact settings, to reproduce it."""
+    notes: str = ""
+
+    def __post_init__(self) -> None:
+        _check_name("architecture", self.name, self.aliases)
+
+    def build(self, input_shape: Shape | None = None, num_classes: int | None = None, **kwargs: Any) -> nn.Module:
+        """Build the model for images of ``input_shape`` and ``num_classes`` classes."""
+        builder = _import(self.builder)
+        return builder(  # type: ignore[no-any-return]
+            input_shape=tuple(input_shape or self.input_shape),
+            num_classes=num_classes or self.num_classes,
+            **kwargs,
+        )
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """An image classification data set with fixed train and test splits."""
+
+    name: str
+    loader: Loader
+    """Called as ``loader(split, root, download)``; returns uint8 images N×C×H×W and int64 labels."""
+    summary: str
+    classes: tuple[str, ...]
+    shape: Shape
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    train_size: int
+    test_size: int
+    aliases: tuple[str, ...] = ()
+    source: str = ""
+    downloads: bool = True
+    """False for data sets generated on the fly, which need no files."""
+
+    def __post_init__(self) -> None:
+        _check_name("data set", self.name, self.aliases)
+        if len(self.shape) != 3 or min(self.shape) < 1:
+            raise ValueError(f"data set {self.name}: shape must be (channels, height, width), got {self.shape}")
+        if len(self.mean) != self.shape[0] or len(self.std) != self.shape[0]:
+            raise ValueError(f"data set {self.name}: mean and std need one value per channel ({self.shape[0]})")
+        if len(self.classes) < 2 or len(set(self.classes)) != len(self.classes):
+            raise ValueError(f"data set {self.name}: classes must be two or more distinct names")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def load(self, split: Split, root: Path, download: bool = True) -> tuple[Tensor, Tensor]:
+        """One split as ``(uint8 images N×C×H×W, int64 labels N)``, checked against the metadata."""
+        images, labels = _import(self.loader)(split, root, download)
+        expected = (len(labels), *self.shape)
+        if tuple(images.shape) != expected or str(images.dtype) != "torch.uint8":
+            raise ZooError(
+                f"data set {self.name}'s loader returned {images.dtype} images of shape {tuple(images.shape)}, "
+                f"expected torch.uint8 {expected}; fix the loader or the declared shape"
+            )
+        return images, labels
+
+
+@dataclass
+class Plugin:
+    """One entry point in the ``zoo`` group and what became of loading it."""
+
+    name: str
+    distribution: str
+    version: str
+    module: str
+    builtin: bool = False
+    status: Literal["loaded", "failed", "disabled"] = "loaded"
+    location: str = ""
+    error: str = ""
+    provides: list[str] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return f"{self.distribution} {self.version}"
+
+
+Item = Architecture | Dataset
+
+
+class Registry:
+    """Architectures and data sets by name, each with the plugin that provided it."""
+
+    def __init__(self) -> None:
+        self.architectures: dict[str, Architecture] = {}
+        self.datasets: dict[str, Dataset] = {}
+        self.plugins: list[Plugin] = []
+        self._providers: dict[tuple[str, str], Plugin] = {}
+
+    def _table(self, item: Item) -> tuple[str, dict[str, Any]]:
+        if isinstance(item, Architecture):
+            return "architecture", self.architectures
+        return "data set", self.datasets
+
+    def add(self, item: Item, plugin: Plugin) -> None:
+        """Register ``item``; a name or alias that is already taken is kept by its first owner."""
+        kind, table = self._table(item)
+        owners = {normalize(s): name for name, it in table.items() for s in (name, *it.aliases)}
+        if normalize(item.name) in owners:
+            other = self._providers[(kind, owners[normalize(item.name)])]
+            self._conflict(
+                plugin, f"{kind} {item.name!r} from {plugin.label} is ignored: {other.label} already provides it"
+            )
+            return
+        taken = [a for a in item.aliases if normalize(a) in owners]
+        for alias in taken:
+            other = self._providers[(kind, owners[normalize(alias)])]
+            self._conflict(
+                plugin,
+                f"alias {alias!r} of {kind} {item.name} from {plugin.label} is ignored: {other.label} already uses it",
+            )
+        if taken:
+            item = dataclasses.replace(item, aliases=tuple(a for a in item.aliases if a not in taken))
+        table[item.name] = item
+        self._providers[(kind, item.name)] = plugin
+        plugin.provides.append(f"{kind} {item.name}")
+
+    def _conflict(self, plugin: Plugin, message: str) -> None:
+        plugin.conflicts.append(message)
+        warnings.warn(message + "; rename it in the plugin", PluginWarning, stacklevel=3)
+
+    def provider(self, item: Item) -> Plugin:
+        kind, _ = self._table(item)
+        return self._providers[(kind, item.name)]
+
+    def architecture(self, name: str) -> Architecture:
+        """The architecture ``name`` (a name, alias or unique short name) stands for."""
+        return self.architectures[resolve(name, _spellings(self.architectures), "architecture")]
+
+    def dataset(self, name: str) -> Dataset:
+        """The data set ``name`` (a name, alias or unique short name) stands for."""
+        return self.datasets[resolve(name, _spellings(self.datasets), "data set")]
+
+    def lookup(self, name: str) -> Item:
+        """An architecture or a data set, whichever ``name`` stands for (architectures win a tie)."""
+        tables: Mapping[str, Item] = {**self.datasets, **self.architectures}
+        return tables[resolve(name, _spellings(tables))]
+
+
+def _spellings(table: Mapping[str, Item]) -> dict[str, tuple[str, ...]]:
+    return {name: item.aliases for name, item in table.items()}
