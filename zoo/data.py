@@ -1,13 +1,21 @@
-"""Where data sets live on disk: the data directory and its overrides."""
+"""Data on disk and in memory: the data directory, splits held as uint8 tensors, and batches made from them."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from zoo.errors import ZooError
 
-__all__ = ["DATA_DIR_ENV", "data_dir"]
+if TYPE_CHECKING:
+    import torch
+
+    from zoo.registry import Dataset
+
+__all__ = ["DATA_DIR_ENV", "Normalizer", "Split", "Splits", "augment", "batches", "data_dir", "load_splits"]
 
 DATA_DIR_ENV = "ZOO_DATA_DIR"
 
@@ -26,3 +34,92 @@ def data_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
     import platformdirs
 
     return platformdirs.user_cache_path("zoo") / "data"
+
+
+@dataclass
+class Split:
+    """Images as uint8 N×C×H×W and their int64 labels, held in memory."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class Splits:
+    train: Split
+    val: Split
+    test: Split
+
+
+def load_splits(dataset: Dataset, root: Path, val_split: float, seed: int, limit: int | None = None) -> Splits:
+    """The train split divided into train and validation by a seeded shuffle, and the test split.
+
+    ``limit`` keeps that many training images (a random subset), for smoke runs and small-data recipes.
+    """
+    import torch
+
+    images, labels = dataset.load("train", root)
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    n_val = round(len(labels) * val_split)
+    val, train = order[:n_val], order[n_val:]
+    if limit:
+        train = train[:limit]
+    test_images, test_labels = dataset.load("test", root)
+    return Splits(
+        train=Split(images[train], labels[train]),
+        val=Split(images[val], labels[val]),
+        test=Split(test_images, test_labels),
+    )
+
+
+class Normalizer:
+    """Turns uint8 batches into normalised float batches on the model's device, in one fused step."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], device: torch.device, channels_last: bool):
+        import torch
+
+        std_t = torch.tensor(std, device=device).view(1, -1, 1, 1)
+        self.scale = 1 / (255 * std_t)
+        self.shift = torch.tensor(mean, device=device).view(1, -1, 1, 1) / std_t
+        self.device = device
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.to(self.device, non_blocking=True).float()
+        return (x * self.scale - self.shift).contiguous(memory_format=self.memory_format)
+
+
+def batches(
+    split: Split, batch_size: int, order: torch.Tensor | None = None, start: int = 0, drop_last: bool = False
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield uint8 image and label batches in ``order`` (default: as stored), from batch number ``start`` on."""
+    n = len(split)
+    stop = n - n % batch_size if drop_last and n >= batch_size else n
+    for lo in range(start * batch_size, stop, batch_size):
+        if order is None:
+            yield split.images[lo : lo + batch_size], split.labels[lo : lo + batch_size]
+        else:
+            index = order[lo : lo + batch_size]
+            yield split.images[index], split.labels[index]
+
+
+def augment(images: torch.Tensor, pad: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
+    """Random crops after zero padding by ``pad`` pixels and, if ``flip``, random horizontal flips; whole batch at once."""
+    import torch
+
+    b, _, h, w = images.shape
+    padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (b, 1), generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (b, 1), generator=generator)
+    rows = (dy + torch.arange(h))[:, None, :, None]  # B×1×H×1
+    cols = dx + torch.arange(w)
+    if flip:
+        mirrored = torch.rand(b, generator=generator) < 0.5
+        cols = torch.where(mirrored[:, None], cols.flip(1), cols)
+    cols = cols[:, None, None, :]  # B×1×1×W
+    batch = torch.arange(b)[:, None, None, None]
+    channel = torch.arange(images.shape[1])[None, :, None, None]
+    return padded[batch, channel, rows, cols]
