@@ -64,7 +64,7 @@ def register_architectures(register: Callable[[Architecture], None]) -> None:
             source="Keras-style nn.Sequential CIFAR-10 tutorial notebook",
             input_shape=(3, 32, 32),
             default_recipe=Recipe(optimizer="adamw", lr=2e-3, batch_size=128, epochs=20, schedule="onecycle",
-                                  weight_decay=5e-4, val_split=0.1, dataset="cifar10"),
+                                  weight_decay=5e-4, val_split=0.1, dataset="cifar10", augment="crop_flip"),
             tutorial_recipe=Recipe(optimizer="adam", lr=0.01, batch_size=256, epochs=30, schedule="constant",
                                    val_split=0.0, dataset="cifar10", limit=2000,
                                    notes="a random 2,000-image subset of the training split"),

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from zoo.data import data_dir
+from zoo.data import resolve_data_dir as data_dir
 from zoo.errors import DatasetNotFound, ZooError
 from zoo.loader import load_registry
 

@@ -9,6 +9,18 @@ from zoo.hookspecs import hookimpl
 from zoo.loader import get_registry, load_registry
 from zoo.registry import Architecture, Dataset, Plugin, Recipe, Registry
 
+_LAZY = {"train": "zoo.training", "evaluate": "zoo.inference", "predict": "zoo.inference"}
+
+
+def __getattr__(name: str) -> object:
+    """``zoo.train``, ``zoo.evaluate`` and ``zoo.predict`` import torch, so they load on first use."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'zoo' has no attribute {name!r}")
+
+
 __all__ = [
     "AmbiguousName",
     "Architecture",
@@ -21,7 +33,10 @@ __all__ = [
     "UnknownName",
     "ZooError",
     "__version__",
+    "evaluate",
     "get_registry",
     "hookimpl",
     "load_registry",
+    "predict",
+    "train",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import sys
 import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -34,7 +35,11 @@ class ZooGroup(click.Group):
             warnings.showwarning = _show_warning
             try:
                 return super().invoke(ctx)
-            except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            except click.UsageError as exc:
+                command = f"zoo {exc.ctx.info_name} --help" if exc.ctx and exc.ctx.parent else "zoo --help"
+                click.echo(f"zoo: error: {exc.format_message()} (see `{command}`)", err=True)
+                ctx.exit(2)
+            except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort, BrokenPipeError):
                 raise
             except Exception as exc:
                 if ctx.params.get("debug") or os.environ.get(DEBUG_ENV):
@@ -162,7 +167,7 @@ def _architecture_info(registry: Registry, arch: Architecture, dataset: Dataset 
 
 
 def _dataset_info(registry: Registry, dataset: Dataset, data_dir: str | None) -> None:
-    from zoo.data import data_dir as resolve_data_dir
+    from zoo.data import resolve_data_dir
 
     root = resolve_data_dir(data_dir)
     click.echo(f"{dataset.name}: {dataset.summary}; provided by {registry.provider(dataset).label}")
@@ -204,9 +209,131 @@ def plugins(as_json: bool) -> None:
         click.echo("third-party plugins are off: $ZOO_DISABLE_PLUGIN_AUTOLOAD or $ZOO_PLUGINS is set")
 
 
+@cli.command()
+@click.argument("architecture", required=False)
+@click.argument("dataset", required=False)
+@click.option(
+    "--recipe",
+    type=click.Choice(["default", "tutorial"]),
+    default="default",
+    show_default=True,
+    help="Start from the architecture's default settings or its tutorial's exact ones.",
+)
+@click.option("--epochs", type=int, help="Passes over the training split.")
+@click.option("--batch-size", type=int, help="Images per step.")
+@click.option("--lr", type=float, help="Peak learning rate.")
+@click.option("--optimizer", help="adam, adamw or sgd (with Nesterov momentum 0.9).")
+@click.option("--weight-decay", type=float, help="Weight decay (decoupled for adamw).")
+@click.option("--schedule", help="Learning-rate schedule: constant, onecycle or cosine.")
+@click.option("--augment", help="none, crop (random crops after padding) or crop_flip (and mirroring).")
+@click.option("--seed", type=int, help="Seed for the weights, the validation split, the shuffle and augmentation.")
+@click.option("--val-split", type=float, help="Fraction of the training split held out for validation.")
+@click.option("--limit", type=int, help="Train on this many training images only (smoke runs).")
+@click.option("--max-steps", type=int, help="Stop after this many optimizer steps (smoke runs).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or mps.")
+@click.option("--amp", is_flag=True, default=None, help="Mixed precision (bfloat16 autocast).")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Where data sets are stored.")
+@click.option("--runs-dir", type=click.Path(file_okay=False), help="Parent of new run directories [default: runs].")
+@click.option("--out", type=click.Path(file_okay=False), help="The run directory itself (must be new or empty).")
+@click.option("--resume", type=click.Path(file_okay=False), metavar="RUN", help="Continue an interrupted run.")
+@click.option("--quiet", "-q", is_flag=True, help="One line per epoch instead of a progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON on stdout.")
+@click.pass_context
+def train(ctx: click.Context, /, architecture: str | None, dataset: str | None, quiet: bool, as_json: bool,
+          resume: str | None, **options: Any) -> None:  # fmt: skip
+    """Train ARCHITECTURE on DATASET (default: the data set of its recipe), or --resume a run.
+
+    Unset options come from the architecture's recipe; `zoo info ARCHITECTURE` shows it.
+    Ctrl-C saves a checkpoint to resume from.
+    """
+    from zoo.training import Progress, TrainingInterrupted
+    from zoo.training import train as run_training
+
+    if resume and architecture:
+        raise click.UsageError("give either ARCHITECTURE [DATASET] or --resume RUN, not both")
+    if not resume and not architecture:
+        raise click.UsageError("missing ARCHITECTURE (see `zoo list`), or --resume RUN")
+    if architecture and not dataset:
+        arch = get_registry().architecture(architecture)
+        recipe = arch.tutorial_recipe if options["recipe"] == "tutorial" else arch.default_recipe
+        dataset = recipe.dataset if recipe else None
+        if not dataset:
+            raise click.UsageError(f"{arch.name}'s recipe names no data set; give DATASET")
+    progress: Progress = "none" if as_json and quiet else "lines" if quiet or not sys.stderr.isatty() else "bar"
+    try:
+        result = run_training(architecture, dataset, resume=resume, progress=progress, **options)
+    except TrainingInterrupted as exc:
+        click.echo(f"zoo: {exc}", err=True)
+        ctx.exit(130)
+    if as_json:
+        click.echo(json.dumps(result.summary(), indent=2))
+        return
+    click.echo(f"run: {result.path}")
+    click.echo(_evaluation_text(result.test, result.classes))
+    click.echo(f"plots: {result.path / 'curves.png'}, confusion.png, misses.png")
+
+
+def _evaluation_text(evaluation: Any, classes: Sequence[str]) -> str:
+    from zoo.evaluation import report
+
+    return "test " + report(evaluation, classes)
+
+
+@cli.command("eval")
+@click.argument("weights", metavar="RUN_OR_WEIGHTS", type=click.Path())
+@click.argument("dataset", required=False)
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Where data sets are stored.")
+@click.option("--out", type=click.Path(file_okay=False), help="Where to write report.txt and the plots.")
+@click.option("--json", "as_json", is_flag=True, help="Print accuracy and per-class figures as JSON.")
+def eval_(weights: str, dataset: str | None, data_dir: str | None, out: str | None, as_json: bool) -> None:
+    """Score trained weights on DATASET's test split (default: the data set they were trained on)."""
+    from zoo.inference import evaluate
+
+    result = evaluate(weights, dataset, data_dir=data_dir, out=out)
+    if as_json:
+        precision, recall = result.evaluation.precision_recall()
+        click.echo(json.dumps({
+            "weights": str(result.weights), "dataset": result.dataset, "accuracy": result.accuracy,
+            "loss": result.evaluation.loss, "out": str(result.out),
+            "per_class": {c: {"precision": float(p), "recall": float(r)}
+                          for c, p, r in zip(result.classes, precision, recall, strict=True)},
+        }, indent=2))  # fmt: skip
+        return
+    click.echo(f"{result.weights} on {result.dataset}:")
+    click.echo(result.report())
+    click.echo(f"written: {result.out / 'report.txt'}, confusion.png, misses.png")
+
+
+@cli.command()
+@click.argument("weights", metavar="RUN_OR_WEIGHTS", type=click.Path())
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.option("--top-k", "-k", type=int, default=3, show_default=True, help="How many classes to show per image.")
+@click.option("--invert", is_flag=True, help="Invert grey levels first (dark ink on white paper, for MNIST models).")
+@click.option("--json", "as_json", is_flag=True, help="Print the predictions as JSON.")
+@click.pass_context
+def predict(ctx: click.Context, weights: str, images: tuple[str, ...], top_k: int, invert: bool, as_json: bool) -> None:
+    """Classify image files (PNG, JPEG; any size or colour mode) with trained weights."""
+    from zoo.inference import predict as run_prediction
+
+    results = run_prediction(weights, images, top_k=top_k, invert=invert)
+    for r in results:
+        if r.error:
+            click.echo(f"zoo: error: {r.error}", err=True)
+        elif not as_json:
+            click.echo(f"{r.image}: " + ", ".join(f"{name} {p:.1%}" for name, p in r.top))
+    if as_json:
+        click.echo(json.dumps([{"image": str(r.image), "top": r.top, "error": r.error or None} for r in results]))
+    if any(r.error for r in results):
+        ctx.exit(1)
+
+
 def main() -> None:
     """Entry point of the ``zoo`` console script."""
-    cli(prog_name="zoo")
+    try:
+        cli(prog_name="zoo")
+    except BrokenPipeError:  # `zoo ... | head` closed the pipe: not an error worth a traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -15,12 +15,12 @@ if TYPE_CHECKING:
 
     from zoo.registry import Dataset
 
-__all__ = ["DATA_DIR_ENV", "Normalizer", "Split", "Splits", "augment", "batches", "data_dir", "load_splits"]
+__all__ = ["DATA_DIR_ENV", "Normalizer", "Split", "Splits", "augment", "batches", "load_splits", "resolve_data_dir"]
 
 DATA_DIR_ENV = "ZOO_DATA_DIR"
 
 
-def data_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
+def resolve_data_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
     """The data root: ``explicit`` (``--data-dir``), else ``$ZOO_DATA_DIR``, else a per-user cache directory.
 
     A directory the user names must exist; the default one is created on demand.
@@ -107,7 +107,7 @@ def batches(
 
 
 def augment(images: torch.Tensor, pad: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
-    """Random crops after zero padding by ``pad`` pixels and, if ``flip``, random horizontal flips; whole batch at once."""
+    """Random crops after zero padding by ``pad`` pixels and, if ``flip``, random mirroring; the whole batch at once."""
     import torch
 
     b, _, h, w = images.shape

@@ -69,6 +69,8 @@ class Recipe:
     """The data set the recipe was written for, if any."""
     limit: int | None = None
     """Train on a random subset of this many training images."""
+    augment: str = "none"
+    """Batched augmentation: ``none``, ``crop`` (random crops after padding) or ``crop_flip`` (and mirror images)."""
     notes: str = ""
 
     def describe(self) -> str:
@@ -78,6 +80,8 @@ class Recipe:
         )
         if self.limit:
             text += f" limit={self.limit}"
+        if self.augment != "none":
+            text += f" augment={self.augment}"
         return text + (f" on {self.dataset}" if self.dataset else "")
 
 

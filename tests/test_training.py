@@ -1,0 +1,262 @@
+"""The shared trainer, `zoo eval` and `zoo predict`, on the generated seven-segment digits (no download)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner, Result
+from safetensors import safe_open
+
+from zoo import checkpoint
+from zoo.cli import cli
+from zoo.errors import ZooError
+from zoo.files import atomic_path
+from zoo.loader import load_registry
+from zoo.training import TrainConfig, TrainingInterrupted, _Reporter, lr_at, resolve_config, train
+
+SMALL = ["--limit", "2000", "--batch-size", "64", "--quiet"]
+
+
+def zoo(*args: str) -> Result:
+    return CliRunner().invoke(cli, list(args))
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One small trained run shared by the eval and predict tests."""
+    out = tmp_path_factory.mktemp("runs") / "cnn6"
+    result = zoo("train", "cnn6", "sevenseg", "--epochs", "4", "--out", str(out), *SMALL)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_train_writes_a_complete_run_directory(run_dir: Path) -> None:
+    names = {p.name for p in run_dir.iterdir()}
+    assert names == {"config.json", "metrics.jsonl", "best.safetensors", "last.safetensors", "summary.json",
+                     "report.txt", "curves.png", "confusion.png", "misses.png"}  # fmt: skip
+    for path in run_dir.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) & 0o044 == 0o044, f"{path.name} is not readable by others"
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["train"]["architecture"] == "mnist_cnn6_16" and config["torch_version"] == torch.__version__
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in metrics] == [1, 2, 3, 4]
+    assert metrics[-1]["train_loss"] < metrics[0]["train_loss"]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["test_accuracy"] > 0.9, "seven-segment digits are easy; a broken loop would not get there"
+    assert set(summary["per_class"]) == set("0123456789")
+    for png in ("curves.png", "confusion.png", "misses.png"):
+        assert (run_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_checkpoints_carry_metadata_and_the_optimizer_only_in_last(run_dir: Path) -> None:
+    best, last = checkpoint.load(run_dir / "best.safetensors"), checkpoint.load(run_dir / "last.safetensors")
+    assert best.meta["architecture"] == "mnist_cnn6_16" and best.meta["dataset"] == "sevenseg"
+    assert best.meta["classes"] == list("0123456789") and best.meta["input_shape"] == [1, 28, 28]
+    assert best.meta["mean"] == [0.1002] and best.meta["zoo_version"] == "0.1.0"
+    assert best.optimizer is None and last.optimizer is not None
+    assert last.meta["epoch"] == 4 and len(last.meta["history"]) == 4
+    with safe_open(str(run_dir / "best.safetensors"), framework="pt") as f:
+        assert f.metadata()["architecture"] == "mnist_cnn6_16"  # readable by any safetensors tool
+
+
+def test_same_seed_gives_bit_identical_weights(tmp_path: Path) -> None:
+    options = {"epochs": 1, "limit": 600, "batch_size": 50, "progress": "none", "seed": 7}
+    a = train("lenet", "sevenseg", out=tmp_path / "a", **options)
+    b = train("lenet", "sevenseg", out=tmp_path / "b", **options)
+    c = train("lenet", "sevenseg", out=tmp_path / "c", **{**options, "seed": 8})
+    weights = [checkpoint.load(r.path / "last.safetensors").weights for r in (a, b, c)]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert not torch.equal(weights[0]["features.0.weight"], weights[2]["features.0.weight"])
+
+
+def test_interrupted_and_resumed_equals_uninterrupted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """lenet_bn has dropout and batch norm, and crop_flip augmentation adds randomness per step."""
+    options = {"epochs": 2, "limit": 500, "batch_size": 50, "progress": "none", "augment": "crop_flip"}
+    whole = train("lenet", "sevenseg_rgb", out=tmp_path / "whole", **options)
+
+    original_step = _Reporter.step
+
+    def interrupt_at_step_13(self: _Reporter, state: object, seconds: float) -> None:
+        original_step(self, state, seconds)  # type: ignore[arg-type]
+        if state.epoch * 10 + state.step == 13:  # type: ignore[attr-defined]
+            signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(_Reporter, "step", interrupt_at_step_13)
+    with pytest.raises(TrainingInterrupted, match=r"stopped by SIGINT at epoch 2, step 3; continue with: zoo train"):
+        train("lenet", "sevenseg_rgb", out=tmp_path / "cut", **options)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "the handler is restored"
+    progress = checkpoint.load(tmp_path / "cut" / "last.safetensors").meta["progress"]
+    assert (progress["epoch"], progress["step"]) == (1, 3)
+    monkeypatch.undo()
+
+    resumed = train(resume=tmp_path / "cut", progress="none")
+    a = checkpoint.load(whole.path / "last.safetensors").weights
+    b = checkpoint.load(resumed.path / "last.safetensors").weights
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.history == [{**h, "seconds": r["seconds"], "images_per_s": r["images_per_s"]}
+                               for h, r in zip(whole.history, resumed.history, strict=True)]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_sigterm_leaves_a_checkpoint_and_resume_finishes(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "zoo", "train", "cnn6", "sevenseg", "--epochs", "30", "--out", str(out), *SMALL]
+    with subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True) as proc:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if line.startswith("epoch 1/30"):
+                proc.send_signal(signal.SIGTERM)
+                break
+        assert proc.wait(timeout=60) == 130
+        assert "continue with: zoo train --resume" in proc.stderr.read()
+    done = checkpoint.load(out / "last.safetensors").meta["epoch"]
+    assert 1 <= done < 30
+    result = subprocess.run([sys.executable, "-m", "zoo", "train", "--resume", str(out), "--quiet"],
+                            capture_output=True, text=True, check=False)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert checkpoint.load(out / "last.safetensors").meta["epoch"] == 30
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 30
+
+
+def test_tutorial_recipe_is_the_notebook_settings() -> None:
+    registry = load_registry()
+    config = resolve_config(registry.architectures["mnist_cnn32"], registry.datasets["mnist"], "tutorial")
+    assert (config.optimizer, config.lr, config.batch_size, config.epochs) == ("adam", 1e-3, 10, 5)
+    assert (config.schedule, config.val_split, config.seed) == ("constant", 0.2, 42)
+    cifar = resolve_config(registry.architectures["cifar_seq"], registry.datasets["cifar10"], "tutorial", epochs=2)
+    assert cifar.limit == 2000 and cifar.epochs == 2  # an explicit option beats the recipe
+
+
+def test_learning_rate_schedules() -> None:
+    base = TrainConfig("a", "d", lr=0.1)
+    onecycle = [lr_at(base, s, 100) for s in range(101)]
+    assert onecycle[0] == pytest.approx(0.004) and max(onecycle) == pytest.approx(0.1)
+    assert onecycle.index(max(onecycle)) == 25 and onecycle[100] == pytest.approx(1e-5)
+    cosine = TrainConfig("a", "d", lr=0.1, schedule="cosine")
+    assert lr_at(cosine, 0, 10) == 0.1 and lr_at(cosine, 10, 10) == pytest.approx(0)
+    assert {lr_at(TrainConfig("a", "d", lr=0.1, schedule="constant"), s, 10) for s in range(10)} == {0.1}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--epochs", "0"], "--epochs must be positive, got 0"),
+        (["--lr", "-1"], "--lr must be positive"),
+        (["--batch-size", "0"], "--batch-size must be positive"),
+        (["--optimizer", "rmsprop"], "--optimizer must be one of adam, adamw, sgd"),
+        (["--val-split", "1.5"], "--val-split is a fraction"),
+        (["--device", "tpu"], "--device must be auto, cpu, cuda or mps"),
+        (["--epochs", "many"], "Invalid value for '--epochs': 'many' is not a valid integer"),
+    ],
+)
+def test_bad_training_options(args: list[str], message: str, tmp_path: Path) -> None:
+    result = zoo("train", "cnn6", "sevenseg", "--out", str(tmp_path / "r"), *args)
+    assert result.exit_code != 0
+    assert message in result.stderr and result.stderr.count("\n") == 1
+    assert not (tmp_path / "r").exists(), "a rejected run leaves no directory behind"
+
+
+def test_an_existing_run_is_never_overwritten(run_dir: Path) -> None:
+    before = (run_dir / "best.safetensors").read_bytes()
+    result = zoo("train", "cnn6", "sevenseg", "--out", str(run_dir), *SMALL)
+    assert result.exit_code == 1 and "already holds files" in result.stderr
+    assert (run_dir / "best.safetensors").read_bytes() == before
+
+
+def test_unwritable_output_directory(tmp_path: Path) -> None:
+    if os.geteuid() == 0:
+        pytest.skip("root can write anywhere")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    result = zoo("train", "cnn6", "sevenseg", "--out", str(locked / "run"), *SMALL)
+    assert result.exit_code == 1 and "cannot write run directory" in result.stderr
+
+
+def test_output_path_that_is_a_file(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    result = zoo("train", "cnn6", "sevenseg", "--runs-dir", str(tmp_path / "file" / "runs"), *SMALL)
+    assert result.exit_code == 1 and "cannot write run directory" in result.stderr
+    assert "pass --runs-dir or --out DIR" in result.stderr
+    result = zoo("train", "cnn6", "sevenseg", "--runs-dir", str(tmp_path / "file"), *SMALL)
+    assert result.exit_code == 2 and "is a file" in result.stderr
+
+
+def test_eval_a_run_and_a_weights_file(run_dir: Path, tmp_path: Path) -> None:
+    summary = json.loads((run_dir / "summary.json").read_text())
+    result = zoo("eval", str(run_dir), "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["accuracy"] == pytest.approx(summary["test_accuracy"]) and data["dataset"] == "sevenseg"
+    text = zoo("eval", str(run_dir / "best.safetensors"), "sevenseg", "--out", str(tmp_path / "e")).output
+    assert "precision" in text and "confusion matrix" in text
+    assert {p.name for p in (tmp_path / "e").iterdir()} == {"report.txt", "confusion.png", "misses.png"}
+
+
+def test_eval_rejects_an_incompatible_dataset(run_dir: Path) -> None:
+    result = zoo("eval", str(run_dir), "cifar10")
+    assert result.exit_code == 1
+    assert "was trained on 1x28x28 images in 10 classes; cifar10 has 3x32x32" in result.stderr
+
+
+def test_corrupt_and_mismatched_checkpoints(run_dir: Path, tmp_path: Path) -> None:
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(b"not a checkpoint at all")
+    result = zoo("eval", str(corrupt))
+    assert result.exit_code == 1 and "is not a readable safetensors checkpoint" in result.stderr
+
+    saved = checkpoint.load(run_dir / "best.safetensors")
+    mismatched = tmp_path / "lenet.safetensors"
+    checkpoint.save(mismatched, saved.weights, {**saved.meta, "architecture": "lenet_bn"})
+    result = zoo("eval", str(mismatched))
+    assert result.exit_code == 1 and "do not fit this model" in result.stderr and result.stderr.count("\n") == 1
+
+    fewer = tmp_path / "fewer.safetensors"
+    checkpoint.save(fewer, saved.weights, {**saved.meta, "classes": list("01234")})
+    assert "size mismatch" in zoo("eval", str(fewer)).stderr
+
+
+def test_predict_images_of_any_size_and_mode(run_dir: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    registry = load_registry()
+    images, labels = registry.datasets["sevenseg"].load("test", tmp_path)
+    paths = []
+    for i, mode, size in ((0, "L", 28), (1, "RGB", 84), (2, "RGBA", 56)):
+        path = tmp_path / f"digit{i}.png"
+        Image.fromarray(images[i, 0].numpy()).convert(mode).resize((size, size)).save(path)
+        paths.append(str(path))
+    (tmp_path / "notes.txt").write_text("not an image")
+    result = zoo("predict", str(run_dir), *paths, str(tmp_path / "notes.txt"), "--json")
+    assert result.exit_code == 1, "one file failed"
+    assert "notes.txt: not an image zoo can read" in result.stderr
+    predictions = json.loads(result.stdout)
+    assert [p["top"][0][0] for p in predictions[:3]] == [str(int(label)) for label in labels[:3]]
+    assert all(len(p["top"]) == 3 and p["top"][0][1] > 0.5 for p in predictions[:3])
+    assert predictions[3]["error"]
+
+
+def test_atomic_writes_leave_the_previous_file_on_failure(tmp_path: Path) -> None:
+    target = tmp_path / "last.safetensors"
+    target.write_text("previous")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed")
+    assert target.read_text() == "previous" and [p.name for p in tmp_path.iterdir()] == ["last.safetensors"]
+
+
+def test_library_api_matches_the_cli(tmp_path: Path) -> None:
+    import zoo as library
+
+    result = library.train("cnn32", "sevenseg", out=tmp_path / "r", epochs=1, limit=500, progress="none")
+    assert result.path == tmp_path / "r" and 0 <= result.test_accuracy <= 1
+    assert library.evaluate(result.path).accuracy == pytest.approx(result.test_accuracy)
+    with pytest.raises(ZooError, match="needs an architecture"):
+        library.train()

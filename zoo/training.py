@@ -1,0 +1,430 @@
+"""The shared trainer: any registered architecture on any registered data set, reproducible and resumable.
+
+Every random draw is a function of (seed, epoch, step): the initial weights of the
+seed, the shuffle of the epoch, dropout and augmentation of the step.  So a run
+resumed from any step continues exactly as if it had never stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+import zoo
+from zoo import checkpoint, plots, runs
+from zoo.data import Normalizer, Split, augment, batches, load_splits, resolve_data_dir
+from zoo.errors import ZooError
+from zoo.evaluation import Evaluation, evaluate, report
+from zoo.files import write_json, write_text
+from zoo.loader import get_registry
+from zoo.registry import Architecture, Dataset
+
+__all__ = ["OPTIMIZERS", "SCHEDULES", "RunResult", "TrainConfig", "TrainingInterrupted", "train", "train_one_epoch"]
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "onecycle", "cosine")
+AUGMENTATIONS = ("none", "crop", "crop_flip")
+Progress = Literal["bar", "lines", "none"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides what a run computes; saved in the run's config.json."""
+
+    architecture: str
+    dataset: str
+    recipe: str = "default"
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    batch_size: int = 128
+    epochs: int = 5
+    schedule: str = "onecycle"
+    weight_decay: float = 0.0
+    val_split: float = 0.1
+    seed: int = 0
+    augment: str = "none"
+    limit: int | None = None
+    max_steps: int | None = None
+    device: str = "auto"
+    amp: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("lr", "batch_size", "epochs"):
+            if not getattr(self, name) > 0:
+                raise ZooError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        for name in ("limit", "max_steps"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ZooError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        if self.weight_decay < 0:
+            raise ZooError(f"--weight-decay must not be negative, got {self.weight_decay}")
+        if not 0 <= self.val_split < 1:
+            raise ZooError(f"--val-split is a fraction of the training images in [0, 1), got {self.val_split}")
+        for name, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("augment", AUGMENTATIONS)):
+            if getattr(self, name) not in allowed:
+                raise ZooError(f"--{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+
+
+def resolve_config(arch: Architecture, dataset: Dataset, recipe: str = "default", **overrides: Any) -> TrainConfig:
+    """The recipe's settings (``default`` or the tutorial's), with every option that is not None overriding them."""
+    if recipe not in ("default", "tutorial"):
+        raise ZooError(f"--recipe must be default or tutorial, got {recipe!r}")
+    chosen = arch.tutorial_recipe if recipe == "tutorial" else arch.default_recipe
+    if chosen is None:
+        raise ZooError(f"{arch.name} has no tutorial recipe; use --recipe default")
+    shared = {f.name for f in dataclasses.fields(TrainConfig)} - {"architecture", "dataset", "recipe"}
+    settings = {name: getattr(chosen, name) for name in shared if hasattr(chosen, name)}
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig(architecture=arch.name, dataset=dataset.name, recipe=recipe, **settings)
+
+
+def lr_at(config: TrainConfig, step: int, total: int) -> float:
+    """The learning rate for a step: a pure function of the step, so a resumed run needs no scheduler state."""
+    progress = step / max(1, total)
+    if config.schedule == "cosine":
+        return config.lr * 0.5 * (1 + math.cos(math.pi * progress))
+    if config.schedule == "onecycle":  # linear warm-up from lr/25 over 25% of the steps, then cosine to lr/1e4
+        warm = 0.25
+        if progress < warm:
+            return config.lr * (0.04 + 0.96 * progress / warm)
+        return config.lr * (1e-4 + (1 - 1e-4) * 0.5 * (1 + math.cos(math.pi * (progress - warm) / (1 - warm))))
+    return config.lr
+
+
+def _seed(*parts: int) -> int:
+    """Mix integers into one seed (a 64-bit multiplicative hash); the same parts always give the same seed."""
+    value = 0
+    for part in parts:
+        value = (value * 0x9E3779B97F4A7C15 + part + 1) % (1 << 63)
+    return value
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if name not in available:
+        raise ZooError(f"--device must be auto, cpu, cuda or mps, got {name!r}")
+    if not available[name]:
+        raise ZooError(f"--device {name}: PyTorch sees no such device here; use --device auto or cpu")
+    return torch.device(name)
+
+
+def _make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    params = model.parameters()
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+class TrainingInterrupted(ZooError):
+    """Training stopped on SIGINT or SIGTERM after saving a checkpoint it can resume from."""
+
+
+@contextmanager
+def _interrupts() -> Iterator[list[int]]:
+    """Record SIGINT and SIGTERM instead of dying mid-step; the loop checks and saves. A second Ctrl-C is immediate."""
+    received: list[int] = []
+
+    def handler(signum: int, frame: object) -> None:
+        if received and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        received.append(signum)
+
+    try:
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread: signals cannot be caught here
+        yield received
+        return
+    try:
+        yield received
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+@dataclass
+class EpochState:
+    """Where training stands inside an epoch; saved with an interrupted run so that its metrics stay whole."""
+
+    epoch: int
+    step: int = 0
+    loss_sum: float = 0.0
+    correct: int = 0
+    seen: int = 0
+    seconds: float = 0.0
+
+
+def train_one_epoch(
+    model: nn.Module,
+    split: Split,
+    normalize: Normalizer,
+    optimizer: torch.optim.Optimizer,
+    config: TrainConfig,
+    state: EpochState,
+    steps_per_epoch: int,
+    total_steps: int,
+    stop: list[int],
+    on_step: Any = None,
+) -> None:
+    """Train from ``state.step`` to the end of the epoch, the step budget, or a signal; ``state`` is updated."""
+    model.train()
+    shuffle = torch.Generator().manual_seed(_seed(config.seed, state.epoch))
+    order = torch.randperm(len(split), generator=shuffle)
+    loss_fn = nn.CrossEntropyLoss()
+    device = normalize.device
+    pad = 4 if split.images.shape[-1] >= 32 else 2
+    start = time.perf_counter()
+    for images, labels in batches(split, config.batch_size, order, start=state.step, drop_last=True):
+        global_step = state.epoch * steps_per_epoch + state.step
+        if global_step >= total_steps or stop:
+            break
+        torch.manual_seed(_seed(config.seed, state.epoch, state.step, 1))  # dropout and augmentation of this step
+        if config.augment != "none":
+            images = augment(images, pad, config.augment == "crop_flip", torch.default_generator)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(config, global_step, total_steps)
+        x, y = normalize(images), labels.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.amp):
+            outputs = model(x)
+            loss = loss_fn(outputs.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        # Sum on the device; one .item() per step would wait for the GPU every time.
+        state.loss_sum += float(loss.detach()) * len(y) if device.type == "cpu" else 0.0
+        state.correct += int((outputs.argmax(1) == y).sum()) if device.type == "cpu" else 0
+        state.seen += len(y)
+        state.step += 1
+        if on_step is not None:
+            on_step(state, time.perf_counter() - start)
+    state.seconds += time.perf_counter() - start
+
+
+def _metadata(arch: Architecture, dataset: Dataset, config: TrainConfig, **extra: Any) -> dict[str, Any]:
+    """What a checkpoint says about itself, so that eval, predict and export need nothing else."""
+    return {
+        "format": "zoo.checkpoint",
+        "zoo_version": zoo.__version__,
+        "torch_version": torch.__version__,
+        "architecture": arch.name,
+        "dataset": dataset.name,
+        "classes": list(dataset.classes),
+        "input_shape": list(dataset.shape),
+        "mean": list(dataset.mean),
+        "std": list(dataset.std),
+        "config": dataclasses.asdict(config),
+        **extra,
+    }
+
+
+@dataclass
+class RunResult:
+    """What ``train`` returns: the run directory and its headline numbers."""
+
+    path: Path
+    config: TrainConfig
+    history: list[dict[str, Any]]
+    test: Evaluation
+    classes: tuple[str, ...]
+
+    @property
+    def test_accuracy(self) -> float:
+        return self.test.accuracy
+
+    def summary(self) -> dict[str, Any]:
+        precision, recall = self.test.precision_recall()
+        return {
+            "run": str(self.path),
+            "architecture": self.config.architecture,
+            "dataset": self.config.dataset,
+            "epochs": len(self.history),
+            "test_accuracy": self.test.accuracy,
+            "test_loss": self.test.loss,
+            "best_val_accuracy": max((h["val_acc"] for h in self.history if h["val_acc"] is not None), default=None),
+            "train_seconds": sum(h["seconds"] for h in self.history),
+            "per_class": {
+                c: {"precision": float(p), "recall": float(r)}
+                for c, p, r in zip(self.classes, precision, recall, strict=True)
+            },
+            "history": self.history,
+        }
+
+
+class _Reporter:
+    """Progress on stderr: a bar per epoch on a terminal, else one line per epoch."""
+
+    def __init__(self, mode: Progress, epochs: int, steps: int, batch_size: int) -> None:
+        self.mode, self.epochs, self.steps, self.batch_size = mode, epochs, steps, batch_size
+        self.bar: Any = None
+
+    def start(self, state: EpochState) -> None:
+        if self.mode == "bar":
+            from tqdm import tqdm  # type: ignore[import-untyped]
+
+            self.bar = tqdm(
+                total=self.steps, initial=state.step, desc=f"epoch {state.epoch + 1}/{self.epochs}", unit="batch",
+                file=sys.stderr, leave=True, dynamic_ncols=True,
+            )  # fmt: skip
+
+    def step(self, state: EpochState, seconds: float) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+            if state.step % 20 == 0 and state.seen:
+                self.bar.set_postfix(
+                    loss=f"{state.loss_sum / state.seen:.4f}", acc=f"{state.correct / state.seen:.2%}",
+                    img_s=f"{state.seen / max(seconds + state.seconds, 1e-9):,.0f}", refresh=False,
+                )  # fmt: skip
+
+    def end(self, record: dict[str, Any]) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.mode != "none":
+            val = (
+                f"val loss {record['val_loss']:.4f} acc {record['val_acc']:.2%}  "
+                if record["val_acc"] is not None
+                else ""
+            )
+            print(
+                f"epoch {record['epoch']}/{self.epochs}  train loss {record['train_loss']:.4f} "
+                f"acc {record['train_acc']:.2%}  {val}{record['images_per_s']:,.0f} img/s  {record['seconds']:.1f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+def train(
+    architecture: str | None = None,
+    dataset: str | None = None,
+    *,
+    recipe: str = "default",
+    resume: str | Path | None = None,
+    runs_dir: str | Path | None = None,
+    out: str | Path | None = None,
+    data_dir: str | Path | None = None,
+    progress: Progress = "lines",
+    **overrides: Any,
+) -> RunResult:
+    """Train ``architecture`` on ``dataset`` (or continue the run ``resume``) and return its result.
+
+    ``overrides`` are TrainConfig fields (``epochs=3``, ``lr=1e-3``, ...); unset ones come from the recipe.
+    """
+    registry = get_registry()
+    if resume is not None:
+        path = Path(resume)
+        saved = runs.open_run(path)
+        config = TrainConfig(**saved["train"])
+        data_root = resolve_data_dir(data_dir or saved.get("data_dir"))
+    else:
+        if architecture is None or dataset is None:
+            raise ZooError("train needs an architecture and a data set, or resume=RUN")
+        arch, ds = registry.architecture(architecture), registry.dataset(dataset)
+        config = resolve_config(arch, ds, recipe, **overrides)
+        data_root = resolve_data_dir(data_dir)
+    arch, ds = registry.architecture(config.architecture), registry.dataset(config.dataset)
+    device = pick_device(config.device)
+    data = load_splits(ds, data_root, config.val_split, config.seed, config.limit)
+    if len(data.train) == 0:
+        raise ZooError(f"no training images left after --val-split {config.val_split}; lower it")
+
+    torch.manual_seed(config.seed)  # the initial weights depend on the seed alone
+    model = arch.build(ds.shape, ds.num_classes).to(device).to(memory_format=torch.channels_last)
+    optimizer = _make_optimizer(config, model)
+    steps_per_epoch = max(1, len(data.train) // config.batch_size)
+    total_steps = min(config.epochs * steps_per_epoch, config.max_steps or sys.maxsize)
+    normalize = Normalizer(ds.mean, ds.std, device, channels_last=True)
+    history: list[dict[str, Any]] = []
+    state = EpochState(epoch=0)
+
+    if resume is not None:
+        last = checkpoint.load(path / runs.LAST)
+        _load_weights(model, last.weights, path / runs.LAST)
+        if last.optimizer is not None:
+            optimizer.load_state_dict(last.optimizer)
+        history, state = last.meta["history"], EpochState(**last.meta["progress"])
+    else:
+        path = runs.create(Path(runs_dir) if runs_dir else None, Path(out) if out else None, f"{arch.name}-{ds.name}")
+        write_json(path / runs.CONFIG, {
+            "train": dataclasses.asdict(config), "data_dir": str(data_dir) if data_dir else None,
+            "zoo_version": zoo.__version__, "torch_version": torch.__version__,
+            "python_version": sys.version.split()[0], "device": str(device),
+        })  # fmt: skip
+
+    def save_last() -> None:
+        meta = _metadata(arch, ds, config, epoch=len(history), history=history, progress=dataclasses.asdict(state))
+        checkpoint.save(path / runs.LAST, model.state_dict(), meta, optimizer.state_dict())
+
+    reporter = _Reporter(progress, config.epochs, steps_per_epoch, config.batch_size)
+    best = max((h["val_acc"] for h in history if h["val_acc"] is not None), default=-1.0)
+    with _interrupts() as stop:
+        while state.epoch < config.epochs and state.epoch * steps_per_epoch + state.step < total_steps:
+            reporter.start(state)
+            train_one_epoch(model, data.train, normalize, optimizer, config, state, steps_per_epoch, total_steps, stop,
+                            reporter.step)  # fmt: skip
+            if stop:
+                save_last()
+                raise TrainingInterrupted(
+                    f"stopped by {signal.Signals(stop[0]).name} at epoch {state.epoch + 1}, step {state.step}; "
+                    f"continue with: zoo train --resume {path}"
+                )
+            val = evaluate(model, data.val, normalize) if len(data.val) else None
+            if device.type != "cpu":  # the per-step sums were skipped to keep the GPU busy: score the epoch here
+                scored = evaluate(model, data.train, normalize)
+                state.loss_sum, state.correct = scored.loss * len(data.train), round(scored.accuracy * len(data.train))
+                state.seen = len(data.train)
+            record = {
+                "epoch": state.epoch + 1,
+                "train_loss": state.loss_sum / max(1, state.seen),
+                "train_acc": state.correct / max(1, state.seen),
+                "val_loss": val.loss if val else None,
+                "val_acc": val.accuracy if val else None,
+                "lr": optimizer.param_groups[0]["lr"],
+                "seconds": state.seconds,
+                "images_per_s": state.seen / max(state.seconds, 1e-9),
+            }
+            history.append(record)
+            state = EpochState(epoch=state.epoch + 1)
+            if val is None or val.accuracy > best:  # the test split never takes part in choosing
+                best = val.accuracy if val else best
+                meta = _metadata(arch, ds, config, epoch=len(history), metrics=record)
+                checkpoint.save(path / runs.BEST, model.state_dict(), meta)
+            save_last()
+            write_text(path / runs.METRICS, "".join(json.dumps(h) + "\n" for h in history))
+            reporter.end(record)
+
+    best_weights = checkpoint.load(path / runs.BEST)
+    _load_weights(model, best_weights.weights, path / runs.BEST)
+    test = evaluate(model, data.test, normalize)
+    result = RunResult(path, config, history, test, ds.classes)
+    write_text(path / "report.txt", report(test, ds.classes) + "\n")
+    write_json(path / runs.SUMMARY, result.summary())
+    plots.curves(history, path / "curves.png")
+    plots.confusion(test.confusion, ds.classes, path / "confusion.png")
+    plots.misses(data.test.images, test.labels, test.predictions, ds.classes, path / "misses.png")
+    return result
+
+
+def _load_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: Path) -> None:
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())[:300]
+        raise ZooError(f"the weights in {source} do not fit this model ({detail})") from exc
