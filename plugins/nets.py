@@ -65,8 +65,8 @@ class MnistCNN32(_Classifier):
     def __init__(self, input_shape: Shape = (1, 28, 28), num_classes: int = 10) -> None:
         super().__init__(
             nn.Sequential(
-                nn.Conv2d(input_shape[0], 32, 3, 1, 1), nn.ReLU(), nn.MaxPool2d(2),
-                nn.Conv2d(32, 64, 3, 1, 1), nn.ReLU(), nn.MaxPool2d(2),
+                nn.Conv2d(input_shape[0], 32, 3, 1, 1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+                nn.Conv2d(32, 64, 3, 1, 1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
             ),
             input_shape,
         )  # fmt: skip
@@ -85,15 +85,15 @@ class MnistCNN6_16(_Classifier):
     def __init__(self, input_shape: Shape = (1, 28, 28), num_classes: int = 10) -> None:
         super().__init__(
             nn.Sequential(
-                nn.Conv2d(input_shape[0], 6, 3, 1), nn.ReLU(), nn.MaxPool2d(2),
-                nn.Conv2d(6, 16, 3, 1), nn.ReLU(), nn.MaxPool2d(2),
+                nn.Conv2d(input_shape[0], 6, 3, 1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+                nn.Conv2d(6, 16, 3, 1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
             ),
             input_shape,
         )  # fmt: skip
         self.classifier = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(self.flat_features, 120), nn.ReLU(),
-            nn.Linear(120, 84), nn.ReLU(),
+            nn.Linear(self.flat_features, 120), nn.ReLU(inplace=True),
+            nn.Linear(120, 84), nn.ReLU(inplace=True),
             nn.Linear(84, num_classes), nn.LogSoftmax(dim=1),
         )  # fmt: skip
 
@@ -137,13 +137,13 @@ class CifarSeq(_Classifier):
     def __init__(self, input_shape: Shape = (3, 32, 32), num_classes: int = 10) -> None:
         super().__init__(
             nn.Sequential(
-                nn.Conv2d(input_shape[0], 32, 3, 1, "same"), nn.ReLU(),
-                nn.Conv2d(32, 32, 3, 1, "same"), nn.ReLU(), nn.MaxPool2d(2),
-                nn.Conv2d(32, 32, 3, 1, "same"), nn.ReLU(), nn.MaxPool2d(2),
-                nn.Conv2d(32, 32, 3, 1, "same"), nn.ReLU(), nn.MaxPool2d(2),
+                nn.Conv2d(input_shape[0], 32, 3, 1, "same"), nn.ReLU(inplace=True),
+                nn.Conv2d(32, 32, 3, 1, "same"), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+                nn.Conv2d(32, 32, 3, 1, "same"), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+                nn.Conv2d(32, 32, 3, 1, "same"), nn.ReLU(inplace=True), nn.MaxPool2d(2),
             ),
             input_shape,
         )  # fmt: skip
         self.classifier = nn.Sequential(
-            nn.Flatten(), nn.Linear(self.flat_features, 512), nn.ReLU(), nn.Linear(512, num_classes)
+            nn.Flatten(), nn.Linear(self.flat_features, 512), nn.ReLU(inplace=True), nn.Linear(512, num_classes)
         )
