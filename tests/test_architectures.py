@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from zoo.errors import ZooError
 from zoo.loader import load_registry
 from zoo.summary import count_parameters, summarize
 
@@ -82,7 +83,7 @@ def test_any_channels_size_and_class_count(arch: str, shape: tuple[int, int, int
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_too_small_images_give_a_clear_error(arch: str) -> None:
-    with pytest.raises(ValueError, match=rf"{arch} cannot take 1x2x2 images: .* needs at least \d+x\d+ pixels"):
+    with pytest.raises(ZooError, match=rf"{arch} cannot take 1x2x2 images: .* needs at least \d+x\d+ pixels"):
         REGISTRY.architectures[arch].build((1, 2, 2), 10)
 
 

@@ -131,7 +131,11 @@ def test_plugins_lists_distributions_and_json() -> None:
     assert output.splitlines()[0].split() == ["plugin", "distribution", "version", "status", "provides"]
     assert "architectures  zoo-classifiers  0.1.0    loaded  architecture mnist_cnn32" in output
     data = json.loads(zoo("plugins", "--json").output)
-    assert {p["name"]: p["status"] for p in data} == {"architectures": "loaded", "datasets": "loaded"}
+    assert {p["name"]: p["status"] for p in data} == {
+        "architectures": "loaded",
+        "datasets": "loaded",
+        "formats": "loaded",
+    }
 
 
 @pytest.mark.slow

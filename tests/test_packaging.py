@@ -32,5 +32,8 @@ def test_sdist_and_wheel_contents(tmp_path: Path) -> None:
         (entry_points,) = [n for n in files if n.endswith(".dist-info/entry_points.txt")]
         declared = whl.read(entry_points).decode()
     assert {f.split("/")[0] for f in files if not f.startswith("zoo_classifiers-")} == {"zoo", "plugins", "exporters"}
-    assert "[zoo]\narchitectures = plugins.architectures\ndatasets = plugins.datasets" in declared
+    assert (
+        "[zoo]\narchitectures = plugins.architectures\ndatasets = plugins.datasets\nformats = exporters.formats"
+        in declared
+    )
     assert "[console_scripts]\nzoo = zoo.cli:main" in declared

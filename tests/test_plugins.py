@@ -35,18 +35,18 @@ def register_datasets(register):
 def test_builtins_come_through_the_entry_point_group() -> None:
     registry = load_registry()
     builtins = [p for p in registry.plugins if p.builtin]
-    assert {p.name for p in builtins} == {"architectures", "datasets"}
+    assert {p.name for p in builtins} == {"architectures", "datasets", "formats"}
     assert all(p.status == "loaded" and p.distribution == "zoo-classifiers" for p in builtins)
     assert set(registry.architectures) == {"mnist_cnn32", "mnist_cnn6_16", "lenet_bn", "cifar_seq"}
     assert {"mnist", "fashionmnist", "cifar10", "sevenseg", "sevenseg_rgb"} <= set(registry.datasets)
 
 
 def test_pyproject_entry_points_and_plugins_folder_agree() -> None:
-    """Every module in plugins/ that implements a hook is declared in pyproject, and nothing else is."""
+    """Every module in plugins/ and exporters/ that implements a hook is declared in pyproject, and nothing else is."""
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]["zoo"]
     implementing = {
-        f"plugins.{path.stem}"
-        for path in (ROOT / "plugins").glob("*.py")
+        f"{path.parent.name}.{path.stem}"
+        for path in [*(ROOT / "plugins").glob("*.py"), *(ROOT / "exporters").glob("*.py")]
         if any(
             isinstance(node, ast.FunctionDef) and node.name.startswith("register_")
             for node in ast.parse(path.read_text()).body
@@ -167,7 +167,7 @@ def test_an_allow_list_loads_only_the_named_plugins(fake_dist: FakeDist, monkeyp
 
 def test_hookspecs_are_the_documented_contract() -> None:
     specs = {name for name in dir(hookspecs) if name.startswith("register_")}
-    assert specs == {"register_architectures", "register_datasets"}
+    assert specs == {"register_architectures", "register_datasets", "register_exporters"}
     assert zoo.hookimpl is hookspecs.hookimpl
     for name in specs:
         assert getattr(hookspecs, name).__doc__

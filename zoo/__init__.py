@@ -7,13 +7,13 @@ __version__ = "0.1.0"
 from zoo.errors import AmbiguousName, DatasetNotFound, PluginWarning, UnknownName, ZooError
 from zoo.hookspecs import hookimpl
 from zoo.loader import get_registry, load_registry
-from zoo.registry import Architecture, Dataset, Plugin, Recipe, Registry
+from zoo.registry import Architecture, Dataset, Exporter, Plugin, Recipe, Registry
 
-_LAZY = {"train": "zoo.training", "evaluate": "zoo.inference", "predict": "zoo.inference"}
+_LAZY = {"train": "zoo.training", "evaluate": "zoo.inference", "predict": "zoo.inference", "export": "zoo.export"}
 
 
 def __getattr__(name: str) -> object:
-    """``zoo.train``, ``zoo.evaluate`` and ``zoo.predict`` import torch, so they load on first use."""
+    """``zoo.train``, ``zoo.evaluate``, ``zoo.predict`` and ``zoo.export`` import torch: they load on first use."""
     if name in _LAZY:
         import importlib
 
@@ -26,6 +26,7 @@ __all__ = [
     "Architecture",
     "Dataset",
     "DatasetNotFound",
+    "Exporter",
     "Plugin",
     "PluginWarning",
     "Recipe",
@@ -34,6 +35,7 @@ __all__ = [
     "ZooError",
     "__version__",
     "evaluate",
+    "export",
     "get_registry",
     "hookimpl",
     "load_registry",

@@ -215,9 +215,7 @@ def plugins(as_json: bool) -> None:
 @click.option(
     "--recipe",
     type=click.Choice(["default", "tutorial"]),
-    default="default",
-    show_default=True,
-    help="Start from the architecture's default settings or its tutorial's exact ones.",
+    help="Start from the architecture's default settings (the default) or its tutorial's exact ones.",
 )
 @click.option("--epochs", type=int, help="Passes over the training split.")
 @click.option("--batch-size", type=int, help="Images per step.")
@@ -225,6 +223,7 @@ def plugins(as_json: bool) -> None:
 @click.option("--optimizer", help="adam, adamw or sgd (with Nesterov momentum 0.9).")
 @click.option("--weight-decay", type=float, help="Weight decay (decoupled for adamw).")
 @click.option("--schedule", help="Learning-rate schedule: constant, onecycle or cosine.")
+@click.option("--warmup", type=float, help="Fraction of the steps the onecycle schedule warms up over.")
 @click.option("--augment", help="none, crop (random crops after padding) or crop_flip (and mirroring).")
 @click.option("--seed", type=int, help="Seed for the weights, the validation split, the shuffle and augmentation.")
 @click.option("--val-split", type=float, help="Fraction of the training split held out for validation.")
@@ -249,19 +248,20 @@ def train(ctx: click.Context, /, architecture: str | None, dataset: str | None, 
     from zoo.training import Progress, TrainingInterrupted
     from zoo.training import train as run_training
 
-    if resume and architecture:
-        raise click.UsageError("give either ARCHITECTURE [DATASET] or --resume RUN, not both")
+    if resume and (architecture or any(v is not None for k, v in options.items() if k not in ("device", "data_dir"))):
+        raise click.UsageError("--resume RUN continues a run with its own settings; give no architecture or options")
     if not resume and not architecture:
         raise click.UsageError("missing ARCHITECTURE (see `zoo list`), or --resume RUN")
+    recipe_name = options.pop("recipe") or "default"
     if architecture and not dataset:
         arch = get_registry().architecture(architecture)
-        recipe = arch.tutorial_recipe if options["recipe"] == "tutorial" else arch.default_recipe
+        recipe = arch.tutorial_recipe if recipe_name == "tutorial" else arch.default_recipe
         dataset = recipe.dataset if recipe else None
         if not dataset:
             raise click.UsageError(f"{arch.name}'s recipe names no data set; give DATASET")
     progress: Progress = "none" if as_json and quiet else "lines" if quiet or not sys.stderr.isatty() else "bar"
     try:
-        result = run_training(architecture, dataset, resume=resume, progress=progress, **options)
+        result = run_training(architecture, dataset, recipe=recipe_name, resume=resume, progress=progress, **options)
     except TrainingInterrupted as exc:
         click.echo(f"zoo: {exc}", err=True)
         ctx.exit(130)
@@ -313,7 +313,10 @@ def eval_(weights: str, dataset: str | None, data_dir: str | None, out: str | No
 @click.pass_context
 def predict(ctx: click.Context, weights: str, images: tuple[str, ...], top_k: int, invert: bool, as_json: bool) -> None:
     """Classify image files (PNG, JPEG; any size or colour mode) with trained weights."""
-    from zoo.inference import predict as run_prediction
+    if weights.endswith(".onnx"):  # onnxruntime alone: no torch import on this path
+        from zoo.predict import predict_onnx as run_prediction
+    else:
+        from zoo.inference import predict as run_prediction
 
     results = run_prediction(weights, images, top_k=top_k, invert=invert)
     for r in results:
@@ -325,6 +328,63 @@ def predict(ctx: click.Context, weights: str, images: tuple[str, ...], top_k: in
         click.echo(json.dumps([{"image": str(r.image), "top": r.top, "error": r.error or None} for r in results]))
     if any(r.error for r in results):
         ctx.exit(1)
+
+
+@cli.command()
+@click.argument("target", metavar="ARCH_OR_RUN")
+@click.option("--safetensors", is_flag=True, help="Weights and metadata (bit-identical).")
+@click.option("--torchscript", is_flag=True, help="Traced TorchScript (deprecated by PyTorch).")
+@click.option("--onnx", is_flag=True, help="ONNX, checked with onnxruntime.")
+@click.option("--pt2", is_flag=True, help="torch.export program.")
+@click.option("--format", "extra", multiple=True, metavar="NAME", help="Another registered format (repeatable).")
+@click.option("--all", "all_formats", is_flag=True, help="Every registered format (the default).")
+@click.option("--weights", type=click.Path(exists=True), help="A checkpoint file or run directory to export.")
+@click.option("--untrained", is_flag=True, help="Export freshly initialised weights, on purpose.")
+@click.option("--out", type=click.Path(file_okay=False), help="Directory for the files [default: RUN/export].")
+@click.option("--runs-dir", type=click.Path(file_okay=False), default="runs", show_default=True,
+              help="Where to look for the newest run of ARCH.")  # fmt: skip
+@click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset.")
+@click.option("--atol", type=float, default=1e-5, show_default=True, help="Largest absolute difference allowed.")
+@click.option("--rtol", type=float, default=1e-5, show_default=True, help="Relative tolerance added to --atol.")
+@click.option("--batch-sizes", default="1,2,64", show_default=True, help="Batch sizes the parity check runs.")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Where data sets are stored (for real inputs).")
+@click.option("--force", is_flag=True, help="Overwrite existing exported files.")
+@click.option("--json", "as_json", is_flag=True, help="Print the verification table as JSON.")
+def export(target: str, safetensors: bool, torchscript: bool, onnx: bool, pt2: bool, extra: tuple[str, ...],
+           all_formats: bool, batch_sizes: str, as_json: bool, **options: Any) -> None:  # fmt: skip
+    """Export a trained model to every format (or those named), each proven equivalent to the PyTorch model.
+
+    ARCH_OR_RUN is a run directory, a weights file, or an architecture name (its newest run in --runs-dir).
+    """
+    from dataclasses import asdict
+
+    from zoo.export import ExportError
+    from zoo.export import export as run_export
+
+    flags = {"safetensors": safetensors, "torchscript": torchscript, "onnx": onnx, "pt2": pt2}
+    formats = None if all_formats else [name for name, on in flags.items() if on] + list(extra) or None
+    try:
+        sizes = [int(b) for b in batch_sizes.split(",")]
+    except ValueError:
+        raise click.BadParameter(  # noqa: B904 (the parse error itself says no more)
+            f"{batch_sizes!r} is not a comma-separated list of integers", param_hint="--batch-sizes"
+        )
+    try:
+        result = run_export(target, formats, batch_sizes=sizes, **options)
+    except ExportError as exc:
+        if exc.result is not None:  # show what was measured before the one-line error
+            click.echo(exc.result.table())
+        raise
+    if as_json:
+        click.echo(json.dumps({"out": str(result.out), "files": {k: str(v) for k, v in result.files.items()},
+                               "checks": [asdict(c) for c in result.checks]}, indent=2))  # fmt: skip
+        return
+    click.echo(result.table())
+    for name, path in result.files.items():
+        click.echo(f"{name}: {path}")
+    click.echo(f"manifest: {result.out / 'manifest.json'}")
+    for notice in result.notices:
+        click.echo(f"note: {notice}", err=True)
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -40,14 +40,21 @@ class Evaluation:
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, split: Split, normalize: Normalizer, batch_size: int = 1000) -> Evaluation:
-    """Run the whole split through ``model`` in eval mode, in batches, without gradients."""
-    training = model.training
-    model.eval()
+def evaluate(
+    model: nn.Module | Callable[[torch.Tensor], torch.Tensor],
+    split: Split,
+    normalize: Normalizer,
+    batch_size: int = 1000,
+) -> Evaluation:
+    """Run the whole split through ``model`` (in eval mode, if a module) in batches, without gradients."""
+    training = isinstance(model, nn.Module) and model.training
+    if isinstance(model, nn.Module):
+        model.eval()
     outputs = []
     for images, _ in batches(split, batch_size):
         outputs.append(model(normalize(images)).float().cpu())
-    model.train(training)
+    if isinstance(model, nn.Module):
+        model.train(training)
     scores = torch.cat(outputs) if outputs else torch.empty(0, 0)
     labels = split.labels
     loss = float(nn.functional.cross_entropy(scores, labels)) if len(labels) else float("nan")

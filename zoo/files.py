@@ -25,7 +25,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     The file gets the usual permissions (0644 under the common umask): some writers,
     safetensors among them, create files readable by their owner alone.
     """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".tmp{os.getpid()}-{path.name}")  # keeps the suffix, which some writers insist on
     try:
         yield tmp
         os.chmod(tmp, 0o666 & ~_umask())

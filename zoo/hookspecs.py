@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from zoo.registry import Architecture, Dataset
+    from zoo.registry import Architecture, Dataset, Exporter
 
 hookspec = pluggy.HookspecMarker("zoo")
 hookimpl = pluggy.HookimplMarker("zoo")
@@ -30,4 +30,14 @@ def register_datasets(register: Callable[[Dataset], None]) -> None:
 
     Call ``register(zoo.Dataset(...))`` once per data set.  The data set's
     ``loader`` returns a split as ``(uint8 images N×C×H×W, int64 labels N)``.
+    """
+
+
+@hookspec
+def register_exporters(register: Callable[[Exporter], None]) -> None:
+    """Register export formats.
+
+    Call ``register(zoo.Exporter(...))`` once per format.  ``zoo export`` writes
+    each file with ``writer`` and proves it with ``runner``, which must load the
+    written file with the format's own runtime.
     """

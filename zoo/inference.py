@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -15,9 +16,10 @@ from zoo.data import Normalizer, Split, resolve_data_dir
 from zoo.errors import ZooError
 from zoo.files import write_text
 from zoo.loader import get_registry
-from zoo.registry import format_shape
+from zoo.predict import Prediction, classify
+from zoo.registry import Exporter, format_shape
 
-__all__ = ["EvalResult", "Prediction", "evaluate", "load_model", "predict"]
+__all__ = ["EvalResult", "evaluate", "exporter_for", "load_model", "load_runner", "predict"]
 
 
 def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
@@ -52,12 +54,12 @@ class EvalResult:
 def evaluate(
     path: str | Path, dataset: str | None = None, *, data_dir: str | Path | None = None, out: str | Path | None = None
 ) -> EvalResult:
-    """Score trained weights on a data set's test split (default: the one they were trained on).
+    """Score trained weights or an exported file on a data set's test split (default: the one they were trained on).
 
     Writes report.txt, confusion.png and misses.png to ``out`` (default: ``RUN/eval-DATASET``,
     or ``WEIGHTS-eval-DATASET`` beside a weights file).
     """
-    model, meta = load_model(path)
+    run, meta = load_runner(path)
     ds = get_registry().dataset(dataset or meta["dataset"])
     trained = (tuple(meta["input_shape"]), len(meta["classes"]))
     if (ds.shape, ds.num_classes) != trained:
@@ -68,7 +70,8 @@ def evaluate(
     images, labels = ds.load("test", resolve_data_dir(data_dir))
     split = Split(images, labels)
     # Normalise as the training data was, whatever data set is scored now.
-    scored = evaluation.evaluate(model, split, Normalizer(meta["mean"], meta["std"], torch.device("cpu"), False))
+    normalize = Normalizer(meta["mean"], meta["std"], torch.device("cpu"), False)
+    scored = evaluation.evaluate(lambda x: torch.from_numpy(run(x.numpy())), split, normalize)
     source = Path(path)
     target = Path(out) if out else (source / f"eval-{ds.name}" if source.is_dir() else
                                     source.with_name(f"{source.stem}-eval-{ds.name}"))  # fmt: skip
@@ -83,52 +86,23 @@ def evaluate(
     return result
 
 
-@dataclass
-class Prediction:
-    image: Path
-    top: list[tuple[str, float]] = field(default_factory=list)
-    """(class name, probability), most likely first."""
-    error: str = ""
+def exporter_for(path: Path) -> Exporter:
+    """The export format a file is in, by its name's suffix."""
+    formats = get_registry().exporters.values()
+    matches = [e for e in formats if path.name.endswith(e.suffix)]
+    if not matches:
+        known = ", ".join(e.suffix for e in formats)
+        raise ZooError(f"{path}: not a file zoo reads; give a run directory or a {known} file")
+    return max(matches, key=lambda e: len(e.suffix))
 
 
-def _read_image(path: Path, shape: tuple[int, int, int], invert: bool) -> torch.Tensor:
-    """An image file as the training data looked: grey or RGB, resized to the model's input, uint8 C×H×W."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as file:
-            img = ImageOps.exif_transpose(file).convert("L" if shape[0] == 1 else "RGB")
-        img = img.resize((shape[2], shape[1]), Image.Resampling.BILINEAR)
-        if invert:
-            img = ImageOps.invert(img)
-        data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
-    except FileNotFoundError as exc:
-        raise ZooError(f"{path} does not exist; check the path") from exc
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        reason = "not an image zoo can read" if isinstance(exc, UnidentifiedImageError) else str(exc)
-        raise ZooError(f"{path}: {reason}; give a PNG or JPEG file") from exc
-    return data.view(shape[1], shape[2], shape[0]).permute(2, 0, 1)
+def load_runner(path: str | Path) -> tuple[Callable[[np.ndarray], np.ndarray], dict[str, Any]]:
+    """A function from normalised float32 batches to scores, and the metadata, for a run or any exported file."""
+    source = runs.find_weights(Path(path))
+    return exporter_for(source).load(source)
 
 
 def predict(path: str | Path, images: Sequence[str | Path], top_k: int = 3, invert: bool = False) -> list[Prediction]:
     """The ``top_k`` classes for each image file; an unreadable file gets an error and the others still run."""
-    if top_k < 1:
-        raise ZooError(f"--top-k must be at least 1, got {top_k}")
-    model, meta = load_model(path)
-    c, h, w = meta["input_shape"]
-    shape = (c, h, w)
-    normalize = Normalizer(meta["mean"], meta["std"], torch.device("cpu"), False)
-    results = []
-    for image in map(Path, images):
-        try:
-            pixels = _read_image(image, shape, invert)
-        except ZooError as exc:
-            results.append(Prediction(image, error=str(exc)))
-            continue
-        with torch.inference_mode():
-            probabilities = model(normalize(pixels[None])).float().softmax(1)[0]
-        values, indices = probabilities.topk(min(top_k, len(probabilities)))
-        results.append(
-            Prediction(image, [(meta["classes"][i], float(v)) for v, i in zip(values, indices, strict=True)])
-        )
-    return results
+    run, meta = load_runner(path)
+    return classify(run, meta, images, top_k, invert)

@@ -13,7 +13,7 @@ import pluggy
 
 from zoo import hookspecs
 from zoo.errors import PluginWarning
-from zoo.registry import Architecture, Dataset, Plugin, Registry
+from zoo.registry import Architecture, Dataset, Exporter, Plugin, Registry
 
 __all__ = [
     "BUILTIN_DISTRIBUTION",
@@ -31,7 +31,7 @@ DISABLE_AUTOLOAD_ENV = "ZOO_DISABLE_PLUGIN_AUTOLOAD"
 ONLY_PLUGINS_ENV = "ZOO_PLUGINS"
 """A comma-separated list of the third-party distributions (or entry-point names) to load; others stay off."""
 
-_HOOKS = {"register_architectures": Architecture, "register_datasets": Dataset}
+_HOOKS = {"register_architectures": Architecture, "register_datasets": Dataset, "register_exporters": Exporter}
 
 
 def _describe(exc: BaseException) -> str:
@@ -107,7 +107,7 @@ def load_registry(eps: Iterable[EntryPoint] | None = None) -> Registry:
         loaded.append((plugin, module))
 
     for plugin, module in loaded:
-        staged: list[Architecture | Dataset] = []
+        staged: list[Architecture | Dataset | Exporter] = []
         try:
             for caller in pm.get_hookcallers(module) or []:
                 kind = _HOOKS[caller.name]
@@ -133,7 +133,7 @@ def _register(pm: pluggy.PluginManager, module: ModuleType, name: str) -> None:
         )
 
 
-def _stage(staged: list[Architecture | Dataset], kind: type, hook: str, item: object) -> None:
+def _stage(staged: list[Architecture | Dataset | Exporter], kind: type, hook: str, item: object) -> None:
     if not isinstance(item, kind):
         raise TypeError(f"{hook} got {type(item).__name__}, expected zoo.{kind.__name__}")
     staged.append(item)  # type: ignore[arg-type]

@@ -17,13 +17,15 @@ from zoo.names import normalize, resolve
 if TYPE_CHECKING:
     from torch import Tensor, nn
 
-__all__ = ["Architecture", "Dataset", "Plugin", "Recipe", "Registry", "Shape"]
+__all__ = ["Architecture", "Dataset", "Exporter", "Plugin", "Recipe", "Registry", "Shape"]
 
 Shape = tuple[int, int, int]
 """An image shape as channels, height, width."""
 
 Split = Literal["train", "test"]
 Builder = str | Callable[..., "nn.Module"]
+Writer = str | Callable[["nn.Module", "Tensor", dict[str, Any], Path, int], None]
+Runner = str | Callable[[Path], tuple[Callable[[Any], Any], dict[str, Any]]]
 Loader = str | Callable[[Split, Path, bool], "tuple[Tensor, Tensor]"]
 
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
@@ -61,6 +63,8 @@ class Recipe:
     batch_size: int = 128
     epochs: int = 5
     schedule: str = "onecycle"
+    warmup: float = 0.25
+    """Fraction of the steps over which ``onecycle`` warms up to the peak learning rate."""
     weight_decay: float = 0.0
     val_split: float = 0.1
     """Fraction of the training split held out for validation."""
@@ -74,9 +78,10 @@ class Recipe:
     notes: str = ""
 
     def describe(self) -> str:
+        warmup = f" warmup={self.warmup:g}" if self.schedule == "onecycle" else ""
         text = (
-            f"{self.optimizer} lr={self.lr:g} batch={self.batch_size} epochs={self.epochs} "
-            f"schedule={self.schedule} weight_decay={self.weight_decay:g} val={self.val_split:g} seed={self.seed}"
+            f"{self.optimizer} lr={self.lr:g} batch={self.batch_size} epochs={self.epochs} schedule={self.schedule}"
+            f"{warmup} weight_decay={self.weight_decay:g} val={self.val_split:g} seed={self.seed}"
         )
         if self.limit:
             text += f" limit={self.limit}"
@@ -111,13 +116,19 @@ class Architecture:
         _check_name("architecture", self.name, self.aliases)
 
     def build(self, input_shape: Shape | None = None, num_classes: int | None = None, **kwargs: Any) -> nn.Module:
-        """Build the model for images of ``input_shape`` and ``num_classes`` classes."""
+        """Build the model for images of ``input_shape`` and ``num_classes`` classes.
+
+        A builder that cannot take the shape raises ValueError; it reaches the user as a ZooError.
+        """
         builder = _import(self.builder)
-        return builder(  # type: ignore[no-any-return]
-            input_shape=tuple(input_shape or self.input_shape),
-            num_classes=num_classes or self.num_classes,
-            **kwargs,
-        )
+        try:
+            return builder(  # type: ignore[no-any-return]
+                input_shape=tuple(input_shape or self.input_shape),
+                num_classes=num_classes or self.num_classes,
+                **kwargs,
+            )
+        except ValueError as exc:
+            raise ZooError(f"{exc}; pick another architecture or data set") from exc
 
 
 @dataclass(frozen=True)
@@ -164,6 +175,37 @@ class Dataset:
         return images, labels
 
 
+@dataclass(frozen=True)
+class Exporter:
+    """An export format: how to write a model to a file, and how to run that file to prove it.
+
+    ``writer(model, example, meta, path, opset)`` writes the eval-mode ``model`` (``example``
+    is a float input batch) to ``path`` with ``meta`` stored inside the file.
+    ``runner(path)`` loads the file with the format's own runtime and returns
+    ``(run, meta)``: ``run`` maps a float32 numpy batch N×C×H×W to numpy scores.
+    """
+
+    name: str
+    suffix: str
+    writer: Writer
+    runner: Runner
+    summary: str
+    aliases: tuple[str, ...] = ()
+    exact: bool = False
+    """Outputs must be bit-identical to the model's, not merely within tolerance."""
+    notice: str = ""
+    """Said once to the user when the format is written (a deprecation, say)."""
+
+    def __post_init__(self) -> None:
+        _check_name("exporter", self.name, self.aliases)
+
+    def write(self, model: nn.Module, example: Tensor, meta: dict[str, Any], path: Path, opset: int) -> None:
+        _import(self.writer)(model, example, meta, path, opset)
+
+    def load(self, path: Path) -> tuple[Callable[[Any], Any], dict[str, Any]]:
+        return _import(self.runner)(path)  # type: ignore[no-any-return]
+
+
 @dataclass
 class Plugin:
     """One entry point in the ``zoo`` group and what became of loading it."""
@@ -184,7 +226,7 @@ class Plugin:
         return f"{self.distribution} {self.version}"
 
 
-Item = Architecture | Dataset
+Item = Architecture | Dataset | Exporter
 
 
 class Registry:
@@ -193,12 +235,15 @@ class Registry:
     def __init__(self) -> None:
         self.architectures: dict[str, Architecture] = {}
         self.datasets: dict[str, Dataset] = {}
+        self.exporters: dict[str, Exporter] = {}
         self.plugins: list[Plugin] = []
         self._providers: dict[tuple[str, str], Plugin] = {}
 
     def _table(self, item: Item) -> tuple[str, dict[str, Any]]:
         if isinstance(item, Architecture):
             return "architecture", self.architectures
+        if isinstance(item, Exporter):
+            return "export format", self.exporters
         return "data set", self.datasets
 
     def add(self, item: Item, plugin: Plugin) -> None:
@@ -240,9 +285,13 @@ class Registry:
         """The data set ``name`` (a name, alias or unique short name) stands for."""
         return self.datasets[resolve(name, _spellings(self.datasets), "data set")]
 
-    def lookup(self, name: str) -> Item:
+    def exporter(self, name: str) -> Exporter:
+        """The export format ``name`` stands for."""
+        return self.exporters[resolve(name, _spellings(self.exporters), "export format")]
+
+    def lookup(self, name: str) -> Architecture | Dataset:
         """An architecture or a data set, whichever ``name`` stands for (architectures win a tie)."""
-        tables: Mapping[str, Item] = {**self.datasets, **self.architectures}
+        tables: Mapping[str, Architecture | Dataset] = {**self.datasets, **self.architectures}
         return tables[resolve(name, _spellings(tables))]
 
 

@@ -52,6 +52,7 @@ class TrainConfig:
     batch_size: int = 128
     epochs: int = 5
     schedule: str = "onecycle"
+    warmup: float = 0.25
     weight_decay: float = 0.0
     val_split: float = 0.1
     seed: int = 0
@@ -71,6 +72,8 @@ class TrainConfig:
                 raise ZooError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
         if self.weight_decay < 0:
             raise ZooError(f"--weight-decay must not be negative, got {self.weight_decay}")
+        if not 0 <= self.warmup < 1:
+            raise ZooError(f"--warmup is a fraction of the steps in [0, 1), got {self.warmup}")
         if not 0 <= self.val_split < 1:
             raise ZooError(f"--val-split is a fraction of the training images in [0, 1), got {self.val_split}")
         for name, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("augment", AUGMENTATIONS)):
@@ -96,8 +99,8 @@ def lr_at(config: TrainConfig, step: int, total: int) -> float:
     progress = step / max(1, total)
     if config.schedule == "cosine":
         return config.lr * 0.5 * (1 + math.cos(math.pi * progress))
-    if config.schedule == "onecycle":  # linear warm-up from lr/25 over 25% of the steps, then cosine to lr/1e4
-        warm = 0.25
+    if config.schedule == "onecycle":  # linear warm-up from lr/25 over `warmup` of the steps, then cosine to lr/1e4
+        warm = config.warmup
         if progress < warm:
             return config.lr * (0.04 + 0.96 * progress / warm)
         return config.lr * (1e-4 + (1 - 1e-4) * 0.5 * (1 + math.cos(math.pi * (progress - warm) / (1 - warm))))
@@ -227,6 +230,15 @@ def train_one_epoch(
     loss_fn = nn.CrossEntropyLoss()
     device = normalize.device
     pad = 4 if split.images.shape[-1] >= 32 else 2
+    # Running sums stay on the device: reading them every step would make a GPU wait every step.
+    loss_sum, correct = torch.zeros((), device=device), torch.zeros((), dtype=torch.long, device=device)
+
+    def flush() -> None:
+        nonlocal loss_sum, correct
+        state.loss_sum += float(loss_sum)
+        state.correct += int(correct)
+        loss_sum, correct = loss_sum.zero_(), correct.zero_()
+
     start = time.perf_counter()
     for images, labels in batches(split, config.batch_size, order, start=state.step, drop_last=True):
         global_step = state.epoch * steps_per_epoch + state.step
@@ -244,13 +256,15 @@ def train_one_epoch(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        # Sum on the device; one .item() per step would wait for the GPU every time.
-        state.loss_sum += float(loss.detach()) * len(y) if device.type == "cpu" else 0.0
-        state.correct += int((outputs.argmax(1) == y).sum()) if device.type == "cpu" else 0
+        loss_sum += loss.detach() * len(y)
+        correct += (outputs.argmax(1) == y).sum()
         state.seen += len(y)
         state.step += 1
+        if state.step % 20 == 0:
+            flush()
         if on_step is not None:
             on_step(state, time.perf_counter() - start)
+    flush()
     state.seconds += time.perf_counter() - start
 
 
@@ -425,10 +439,6 @@ def train(
                     f"continue with: zoo train --resume {path}"
                 )
             val = evaluate(model, data.val, normalize) if len(data.val) else None
-            if device.type != "cpu":  # the per-step sums were skipped to keep the GPU busy: score the epoch here
-                scored = evaluate(model, data.train, normalize)
-                state.loss_sum, state.correct = scored.loss * len(data.train), round(scored.accuracy * len(data.train))
-                state.seen = len(data.train)
             record = {
                 "epoch": state.epoch + 1,
                 "train_loss": state.loss_sum / max(1, state.seen),

@@ -100,9 +100,11 @@ def main() -> None:
         use = mine * flop_per_image / statistics.median(results[arch]["peak"])
         target = TARGETS.get(arch)
         verdict = f">= {target:g}x {'ok' if target and mine / tutorial >= target else 'MISSED'}" if target else ""
-        print(f"{arch:<15} {tutorial:15,.0f} {mine:10,.0f} {mine / tutorial:6.1f}x {verdict:>7}  "
-              f"{use:.0%} of {statistics.median(results[arch]['peak']) / 1e9:.0f} GFLOP/s "
-              f"({flop_per_image / 1e6:.1f} MFLOP/image/step, batch {recipe.batch_size})")
+        print(
+            f"{arch:<15} {tutorial:15,.0f} {mine:10,.0f} {mine / tutorial:6.1f}x {verdict:>7}  "
+            f"{use:.0%} of {statistics.median(results[arch]['peak']) / 1e9:.0f} GFLOP/s "
+            f"({flop_per_image / 1e6:.1f} MFLOP/image/step, batch {recipe.batch_size})"
+        )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,204 @@
+"""`zoo export`: every format for every architecture, proven equivalent by its own runtime, or nothing written."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import onnx
+import pytest
+import torch
+from click.testing import CliRunner, Result
+from conftest import FakeDist
+from safetensors import safe_open
+
+from zoo.cli import cli
+from zoo.export import ExportError, export
+from zoo.loader import load_registry
+
+REGISTRY = load_registry()
+ARCHS = sorted(REGISTRY.architectures)
+FORMATS = sorted(REGISTRY.exporters)
+
+
+def zoo(*args: str) -> Result:
+    return CliRunner().invoke(cli, list(args))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny run of every architecture on generated digits of its own shape."""
+    root = tmp_path_factory.mktemp("runs")
+    runs = {}
+    for arch in ARCHS:
+        dataset = "sevenseg_rgb" if REGISTRY.architectures[arch].input_shape[0] == 3 else "sevenseg"
+        result = zoo("train", arch, dataset, "--epochs", "1", "--limit", "256", "--batch-size", "64",
+                     "--out", str(root / arch), "--quiet")  # fmt: skip
+        assert result.exit_code == 0, result.output
+        runs[arch] = root / arch
+    return runs
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_every_format_is_proven_for_a_trained_model(arch: str, trained: dict[str, Path]) -> None:
+    result = export(str(trained[arch]))
+    assert set(result.files) == set(FORMATS)
+    assert all(path.is_file() for path in result.files.values())
+    assert {(c.format, c.inputs, c.batch_size) for c in result.checks} == {
+        (f, kind, b) for f in FORMATS for kind in ("real", "random") for b in (1, 2, 64)
+    }
+    assert all(c.passed and c.max_abs <= 1e-5 + 1e-5 * 100 for c in result.checks)
+    assert all(c.max_abs == 0 for c in result.checks if c.format == "safetensors"), "safetensors is bit-identical"
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_every_format_is_proven_for_an_untrained_model(arch: str, tmp_path: Path) -> None:
+    result = zoo("export", arch, "--untrained", "--out", str(tmp_path), "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert set(data["files"]) == set(FORMATS) and all(c["passed"] for c in data["checks"])
+    assert {c["inputs"] for c in data["checks"]} == {"random"}  # no data set: random inputs alone
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")  # reading TorchScript on purpose
+def test_manifest_and_metadata_inside_every_file(trained: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "export"
+    result = zoo("export", str(trained["lenet_bn"]), "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert "TorchScript is deprecated" in result.stderr and "Warning" not in result.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["architecture"] == "lenet_bn" and manifest["dataset"] == "sevenseg"
+    assert manifest["classes"] == list("0123456789") and manifest["opset"] == 17
+    assert set(manifest["versions"]) == {"zoo", "torch", "onnx", "onnxruntime"}
+    for entry in manifest["files"].values():
+        data = (out / entry["path"]).read_bytes()
+        assert entry["sha256"] == hashlib.sha256(data).hexdigest() and entry["bytes"] == len(data)
+    assert len(manifest["verification"]) == 4 * 6
+
+    with safe_open(str(out / "lenet_bn.safetensors"), framework="pt") as f:
+        assert f.metadata()["architecture"] == "lenet_bn"
+    props = {p.key: p.value for p in onnx.load(str(out / "lenet_bn.onnx")).metadata_props}
+    assert props["architecture"] == "lenet_bn" and json.loads(props["mean"]) == [0.1002]
+    extra = {"zoo.json": ""}
+    torch.jit.load(str(out / "lenet_bn.torchscript.pt"), _extra_files=extra)
+    assert json.loads(extra["zoo.json"])["classes"] == list("0123456789")
+    extra = {"zoo.json": ""}
+    torch.export.load(str(out / "lenet_bn.pt2"), extra_files=extra)
+    assert json.loads(extra["zoo.json"])["input_shape"] == [1, 28, 28]
+
+
+def test_one_format_and_the_newest_run_of_an_architecture(trained: dict[str, Path], tmp_path: Path) -> None:
+    result = zoo("export", "cnn32", "--onnx", "--runs-dir", str(trained["mnist_cnn32"].parent), "--out", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json", "mnist_cnn32.onnx"]
+
+
+BROKEN = """
+import zoo
+from exporters import formats
+
+def write_noisy(model, example, meta, path, opset):
+    import copy, torch
+    noisy = copy.deepcopy(model)
+    with torch.no_grad():
+        next(noisy.parameters()).add_(1e-3)
+    formats.write_safetensors(noisy, example, meta, path, opset)
+
+def write_static(model, example, meta, path, opset):
+    import torch
+    torch.onnx.export(model, (example,), str(path), input_names=["input"], opset_version=opset, dynamo=False)
+
+@zoo.hookimpl
+def register_exporters(register):
+    register(zoo.Exporter(name="noisy", suffix=".noisy.safetensors", writer=write_noisy,
+                          runner=formats.run_safetensors, summary="off by 1e-3", exact=True))
+    register(zoo.Exporter(name="static_onnx", suffix=".static.onnx", writer=write_static,
+                          runner=formats.run_onnx, summary="no dynamic batch axis"))
+"""
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the test's own static ONNX writer uses the legacy exporter
+def test_a_format_that_is_not_equivalent_fails_and_writes_nothing(
+    fake_dist: FakeDist, trained: dict[str, Path], tmp_path: Path
+) -> None:
+    fake_dist("zoo-broken-formats", BROKEN)
+    result = zoo("export", str(trained["mnist_cnn6_16"]), "--format", "noisy", "--format", "static_onnx",
+                 "--out", str(tmp_path / "out"))  # fmt: skip
+    assert result.exit_code == 1
+    assert "zoo: error: not equivalent, so not written: noisy at batch size 1, 2, 64 (max abs " in result.stderr
+    assert "static_onnx: " in result.stderr and "Got invalid dimensions" in result.stderr
+    assert "FAILED" in result.stdout  # the table of what was measured comes first
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["manifest.json"], "no file under a final name"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["resnet9"], "unknown architecture 'resnet9'"),
+        (["cnn32", "--runs-dir", "/nonexistent-runs"], "no trained run of mnist_cnn32 in /nonexistent-runs/; train"),
+        (["cnn32", "--untrained", "--format", "tflite"], "unknown export format 'tflite'"),
+        (["cnn32", "--untrained", "--batch-sizes", "1,x"], "is not a comma-separated list of integers"),
+        (["cnn32", "--untrained", "--onnx", "--opset", "99"], "onnx: "),
+    ],
+)
+def test_bad_export_input(args: list[str], message: str, tmp_path: Path) -> None:
+    result = zoo("export", *args, "--out", str(tmp_path / "out"))
+    assert result.exit_code != 0 and message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not any(p.suffix in (".onnx", ".pt2", ".pt") for p in (tmp_path / "out").glob("*"))
+
+
+def test_an_earlier_export_is_kept_unless_forced(trained: dict[str, Path], tmp_path: Path) -> None:
+    assert zoo("export", str(trained["cifar_seq"]), "--onnx", "--out", str(tmp_path)).exit_code == 0
+    before = (tmp_path / "cifar_seq.onnx").read_bytes()
+    result = zoo("export", str(trained["cifar_seq"]), "--onnx", "--out", str(tmp_path))
+    assert result.exit_code == 1 and "already exist; pass --force" in result.stderr
+    assert (tmp_path / "cifar_seq.onnx").read_bytes() == before
+    assert zoo("export", str(trained["cifar_seq"]), "--onnx", "--out", str(tmp_path), "--force").exit_code == 0
+
+
+def test_exported_files_predict_and_evaluate(trained: dict[str, Path], tmp_path: Path) -> None:
+    from PIL import Image
+
+    export(str(trained["mnist_cnn6_16"]), out=tmp_path)
+    images, _ = REGISTRY.datasets["sevenseg"].load("test", tmp_path)
+    Image.fromarray(images[0, 0].numpy()).save(tmp_path / "digit.png")
+    answers = set()
+    for name in (
+        "mnist_cnn6_16.onnx",
+        "mnist_cnn6_16.pt2",
+        "mnist_cnn6_16.torchscript.pt",
+        "mnist_cnn6_16.safetensors",
+    ):
+        result = zoo("predict", str(tmp_path / name), str(tmp_path / "digit.png"), "--json")
+        assert result.exit_code == 0, result.output
+        answers.add(json.dumps(json.loads(result.stdout)[0]["top"][0][0]))
+    assert len(answers) == 1, "every format predicts the same class"
+    run_accuracy = json.loads(zoo("eval", str(trained["mnist_cnn6_16"]), "--json").stdout)["accuracy"]
+    onnx_eval = zoo("eval", str(tmp_path / "mnist_cnn6_16.onnx"), "--json", "--out", str(tmp_path / "e"))
+    assert json.loads(onnx_eval.stdout)["accuracy"] == pytest.approx(run_accuracy)
+
+
+@pytest.mark.slow
+def test_predict_with_onnx_never_imports_torch(trained: dict[str, Path], tmp_path: Path) -> None:
+    from PIL import Image
+
+    export(str(trained["mnist_cnn32"]), ["onnx"], out=tmp_path)
+    Image.new("L", (50, 40), 200).save(tmp_path / "grey.png")
+    probe = (
+        "import sys\nfrom zoo.cli import cli\n"
+        "try:\n    cli(sys.argv[1:], prog_name='zoo')\nexcept SystemExit:\n    pass\n"
+        "print('torch imported' if 'torch' in sys.modules else 'no torch')"
+    )
+    args = ["predict", str(tmp_path / "mnist_cnn32.onnx"), str(tmp_path / "grey.png")]
+    out = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, check=True).stdout
+    assert "grey.png: " in out and out.strip().endswith("no torch")
+
+
+def test_library_export_raises_on_mismatch_with_the_result(trained: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(ExportError) as info:
+        export(str(trained["lenet_bn"]), ["onnx"], out=tmp_path, atol=0.0, rtol=0.0)
+    assert info.value.result is not None and not all(c.passed for c in info.value.result.checks)

@@ -1,0 +1,229 @@
+"""Exporting trained models: write each format, prove it equivalent with the format's own runtime, or fail."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import zoo
+from zoo import runs
+from zoo.data import resolve_data_dir
+from zoo.errors import ZooError
+from zoo.files import atomic_path, write_json
+from zoo.loader import get_registry
+from zoo.registry import Exporter
+
+__all__ = ["Check", "ExportError", "ExportResult", "export"]
+
+
+class ExportError(ZooError):
+    """An exported file is not equivalent to the PyTorch model; it was not kept."""
+
+    def __init__(self, message: str, result: ExportResult | None = None) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+@dataclass
+class Check:
+    """One comparison of an exported file's outputs with the model's, on one batch."""
+
+    format: str
+    inputs: str
+    batch_size: int
+    max_abs: float
+    max_rel: float
+    top1_agreement: float
+    passed: bool
+
+
+@dataclass
+class ExportResult:
+    out: Path
+    files: dict[str, Path] = field(default_factory=dict)
+    checks: list[Check] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)
+
+    def table(self) -> str:
+        lines = [f"{'format':<12} {'inputs':<7} {'batch':>5} {'max abs':>10} {'max rel':>10} {'top-1':>7}  result"]
+        for c in self.checks:
+            lines.append(f"{c.format:<12} {c.inputs:<7} {c.batch_size:>5} {c.max_abs:>10.2e} {c.max_rel:>10.2e} "
+                         f"{c.top1_agreement:>7.1%}  {'ok' if c.passed else 'FAILED'}")  # fmt: skip
+        return "\n".join(lines)
+
+
+def _source(
+    target: str, weights: str | None, runs_dir: Path, untrained: bool
+) -> tuple[torch.nn.Module, dict[str, Any], str]:
+    """The model to export, its metadata, and a name for the files: from a run, a weights file or the newest run."""
+    from zoo.inference import load_model
+
+    registry = get_registry()
+    given = Path(weights) if weights else Path(target) if Path(target).exists() else None
+    if given is not None:
+        model, meta = load_model(given)
+        return model, meta, meta["architecture"]
+    arch = registry.architecture(target)
+    if untrained:
+        torch.manual_seed(0)
+        model = arch.build().eval()
+        meta = {"format": "zoo.checkpoint", "zoo_version": zoo.__version__, "architecture": arch.name,
+                "dataset": None, "classes": [str(i) for i in range(arch.num_classes)],
+                "input_shape": list(arch.input_shape), "mean": [0.0] * arch.input_shape[0],
+                "std": [1.0] * arch.input_shape[0], "trained": False}  # fmt: skip
+        return model, meta, f"{arch.name}-untrained"
+    newest = runs.newest(runs_dir, arch.name)
+    if newest is None:
+        raise ZooError(
+            f"no trained run of {arch.name} in {runs_dir}/; train one with `zoo train {arch.name} DATASET`, "
+            f"give a run directory or --weights FILE, or pass --untrained to export fresh weights on purpose"
+        )
+    model, meta = load_model(newest)
+    return model, meta, arch.name
+
+
+def _inputs(
+    meta: dict[str, Any], batch_sizes: Sequence[int], data_dir: str | Path | None
+) -> list[tuple[str, np.ndarray]]:
+    """Real test images of the model's data set where they are at hand, and random ones in the normalised range."""
+    shape, largest = tuple(meta["input_shape"]), max(batch_sizes)
+    generator = torch.Generator().manual_seed(0)
+    batches: list[tuple[str, np.ndarray]] = []
+    real = None
+    if meta.get("dataset") in get_registry().datasets:
+        try:
+            images, _ = (
+                get_registry().datasets[meta["dataset"]].load("test", resolve_data_dir(data_dir), download=False)
+            )
+        except ZooError:
+            pass  # not downloaded: random inputs alone
+        else:
+            mean = torch.tensor(meta["mean"]).view(1, -1, 1, 1)
+            std = torch.tensor(meta["std"]).view(1, -1, 1, 1)
+            real = ((images[:largest].float() / 255 - mean) / std).numpy()
+    for b in batch_sizes:
+        if real is not None:
+            batches.append(("real", np.ascontiguousarray(real[:b])))
+        batches.append(("random", torch.randn(b, *shape, generator=generator).numpy()))
+    return batches
+
+
+def _verify(exporter: Exporter, path: Path, model: torch.nn.Module, inputs: list[tuple[str, np.ndarray]],
+            atol: float, rtol: float) -> list[Check]:  # fmt: skip
+    """Load the written file with its own runtime and compare its outputs with the model's on every batch."""
+    run, _ = exporter.load(path)
+    checks = []
+    for kind, x in inputs:
+        with torch.inference_mode():
+            expected = model(torch.from_numpy(x)).float().numpy()
+        got = np.asarray(run(x), dtype=np.float32)
+        if got.shape != expected.shape:
+            checks.append(Check(exporter.name, kind, len(x), float("inf"), float("inf"), 0.0, False))
+            continue
+        diff = np.abs(got - expected)
+        max_rel = float((diff / np.maximum(np.abs(expected), 1e-12)).max())
+        passed = bool((diff == 0).all()) if exporter.exact else bool((diff <= atol + rtol * np.abs(expected)).all())
+        agreement = float((got.argmax(1) == expected.argmax(1)).mean())
+        checks.append(Check(exporter.name, kind, len(x), float(diff.max()), max_rel, agreement, passed))
+    return checks
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def export(
+    target: str,
+    formats: Sequence[str] | None = None,
+    *,
+    weights: str | None = None,
+    out: str | Path | None = None,
+    runs_dir: str | Path = runs.DEFAULT_RUNS_DIR,
+    opset: int = 17,
+    atol: float = 1e-5,
+    rtol: float = 1e-5,
+    batch_sizes: Sequence[int] = (1, 2, 64),
+    force: bool = False,
+    untrained: bool = False,
+    data_dir: str | Path | None = None,
+) -> ExportResult:
+    """Export ``target`` (a run directory, a weights file, or an architecture's newest run) to ``formats``.
+
+    Each file is written under a temporary name, loaded back with its own runtime and
+    compared with the PyTorch model on every batch; only a file that passes is renamed
+    into place.  Raises :class:`ExportError` naming each format and batch size that failed.
+    """
+    registry = get_registry()
+    exporters = [registry.exporter(f) for f in formats] if formats else list(registry.exporters.values())
+    if not batch_sizes or min(batch_sizes) < 1:
+        raise ZooError("--batch-sizes must be positive integers, such as 1,2,64")
+    model, meta, name = _source(target, weights, Path(runs_dir), untrained)
+    model.eval()
+    meta = {**meta, "opset": opset, "zoo_version": zoo.__version__}
+    meta.pop("history", None), meta.pop("progress", None)
+    source = Path(weights or target)
+    default_out = (
+        source / "export" if source.is_dir() else (source.parent if source.is_file() else Path("exports") / name)
+    )
+    result = ExportResult(Path(out) if out else default_out)
+    paths = {e.name: result.out / f"{name}{e.suffix}" for e in exporters}
+    existing = [str(p) for p in paths.values() if p.exists()]
+    if existing and not force:
+        raise ZooError(f"{', '.join(existing)} already exist; pass --force to overwrite, or --out DIR")
+    try:
+        result.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ZooError(f"cannot write to {result.out} ({exc.strerror}); pass --out DIR") from exc
+
+    example = torch.zeros(2, *meta["input_shape"])
+    inputs = _inputs(meta, batch_sizes, data_dir)
+    failures = []
+    for exporter in exporters:
+        try:
+            with atomic_path(paths[exporter.name]) as tmp:
+                exporter.write(model, example, meta, tmp, opset)
+                checks = _verify(exporter, tmp, model, inputs, atol, rtol)
+                result.checks += checks
+                failed = [c for c in checks if not c.passed]
+                if failed:  # the temporary file is removed: nothing lands under the final name
+                    sizes = ", ".join(str(b) for b in sorted({c.batch_size for c in failed}))
+                    worst = max(c.max_abs for c in failed)
+                    raise ExportError(f"{exporter.name} at batch size {sizes} (max abs {worst:.2e})")
+        except ExportError as exc:
+            failures.append(str(exc))
+            continue
+        except Exception as exc:
+            failures.append(f"{exporter.name}: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
+            continue
+        result.files[exporter.name] = paths[exporter.name]
+        if exporter.notice:
+            result.notices.append(exporter.notice)
+
+    import onnx
+    import onnxruntime
+
+    write_json(result.out / "manifest.json", {
+        **{k: meta.get(k) for k in ("architecture", "dataset", "classes", "input_shape", "mean", "std")},
+        "opset": opset,
+        "versions": {"zoo": zoo.__version__, "torch": torch.__version__, "onnx": onnx.__version__,
+                     "onnxruntime": onnxruntime.__version__},
+        "tolerance": {"atol": atol, "rtol": rtol},
+        "files": {f: {"path": p.name, "sha256": _sha256(p), "bytes": p.stat().st_size}
+                  for f, p in result.files.items()},
+        "verification": [asdict(c) for c in result.checks],
+    })  # fmt: skip
+    if failures:
+        raise ExportError(
+            f"not equivalent, so not written: {'; '.join(failures)} (see {result.out / 'manifest.json'})", result
+        )
+    return result
