@@ -139,13 +139,15 @@ def test_tutorial_recipe_is_the_notebook_settings() -> None:
 
 
 def test_learning_rate_schedules() -> None:
-    base = TrainConfig("a", "d", lr=0.1)
+    base = TrainConfig(architecture="a", dataset="d", lr=0.1)
     onecycle = [lr_at(base, s, 100) for s in range(101)]
     assert onecycle[0] == pytest.approx(0.004) and max(onecycle) == pytest.approx(0.1)
     assert onecycle.index(max(onecycle)) == 25 and onecycle[100] == pytest.approx(1e-5)
-    cosine = TrainConfig("a", "d", lr=0.1, schedule="cosine")
+    cosine = TrainConfig(architecture="a", dataset="d", lr=0.1, schedule="cosine")
     assert lr_at(cosine, 0, 10) == 0.1 and lr_at(cosine, 10, 10) == pytest.approx(0)
-    assert {lr_at(TrainConfig("a", "d", lr=0.1, schedule="constant"), s, 10) for s in range(10)} == {0.1}
+    assert {
+        lr_at(TrainConfig(architecture="a", dataset="d", lr=0.1, schedule="constant"), s, 10) for s in range(10)
+    } == {0.1}
 
 
 @pytest.mark.parametrize(

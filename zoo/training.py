@@ -30,7 +30,7 @@ from zoo.errors import ZooError
 from zoo.evaluation import Evaluation, evaluate, report
 from zoo.files import write_json, write_text
 from zoo.loader import get_registry
-from zoo.registry import Architecture, Dataset
+from zoo.registry import Architecture, Dataset, Recipe
 
 __all__ = ["OPTIMIZERS", "SCHEDULES", "RunResult", "TrainConfig", "TrainingInterrupted", "train", "train_one_epoch"]
 
@@ -40,24 +40,14 @@ AUGMENTATIONS = ("none", "crop", "crop_flip")
 Progress = Literal["bar", "lines", "none"]
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything that decides what a run computes; saved in the run's config.json."""
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig(Recipe):
+    """A recipe made concrete for one run: everything that decides what it computes; saved in config.json."""
 
     architecture: str
     dataset: str
+    """The data set trained on."""
     recipe: str = "default"
-    optimizer: str = "adamw"
-    lr: float = 1e-3
-    batch_size: int = 128
-    epochs: int = 5
-    schedule: str = "onecycle"
-    warmup: float = 0.25
-    weight_decay: float = 0.0
-    val_split: float = 0.1
-    seed: int = 0
-    augment: str = "none"
-    limit: int | None = None
     max_steps: int | None = None
     device: str = "auto"
     amp: bool = False
@@ -88,10 +78,9 @@ def resolve_config(arch: Architecture, dataset: Dataset, recipe: str = "default"
     chosen = arch.tutorial_recipe if recipe == "tutorial" else arch.default_recipe
     if chosen is None:
         raise ZooError(f"{arch.name} has no tutorial recipe; use --recipe default")
-    shared = {f.name for f in dataclasses.fields(TrainConfig)} - {"architecture", "dataset", "recipe"}
-    settings = {name: getattr(chosen, name) for name in shared if hasattr(chosen, name)}
-    settings.update({k: v for k, v in overrides.items() if v is not None})
-    return TrainConfig(architecture=arch.name, dataset=dataset.name, recipe=recipe, **settings)
+    settings = {**dataclasses.asdict(chosen), **{k: v for k, v in overrides.items() if v is not None}}
+    settings.update(architecture=arch.name, dataset=dataset.name, recipe=recipe)
+    return TrainConfig(**settings)
 
 
 def lr_at(config: TrainConfig, step: int, total: int) -> float:
