@@ -387,6 +387,21 @@ def export(target: str, safetensors: bool, torchscript: bool, onnx: bool, pt2: b
         click.echo(f"note: {notice}", err=True)
 
 
+@cli.command()
+@click.argument("name")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Where data sets are stored.")
+@click.pass_context
+def check(ctx: click.Context, name: str, data_dir: str | None) -> None:
+    """Run the conformance kit on a plugin (distribution or entry-point name), an architecture or a data set."""
+    from zoo.testing import check as run_checks
+    from zoo.testing import report
+
+    findings = run_checks(name, data_dir)
+    click.echo(report(findings))
+    if not all(f.ok for f in findings):
+        ctx.exit(1)
+
+
 def main() -> None:
     """Entry point of the ``zoo`` console script."""
     try:
