@@ -128,7 +128,8 @@ def test_debug_shows_the_traceback() -> None:
 
 def test_plugins_lists_distributions_and_json() -> None:
     output = zoo("plugins").output
-    assert output.splitlines()[0].split() == ["plugin", "distribution", "version", "status", "provides"]
+    assert output.splitlines()[0].split() == ["plugin", "distribution", "version", "status", "provides", "location"]
+    assert "plugins/architectures.py" in output
     assert "architectures  zoo-classifiers  0.1.0    loaded  architecture mnist_cnn32" in output
     data = json.loads(zoo("plugins", "--json").output)
     assert {p["name"]: p["status"] for p in data} == {

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from click.testing import CliRunner
 from conftest import FakeDist
@@ -72,3 +76,23 @@ def test_a_colliding_plugin_fails_the_kit(fake_dist: FakeDist) -> None:
         findings = check("zoo-copycat")
     names = next(f for f in findings if f.check == "names are its own")
     assert not names.ok and "zoo-classifiers 0.1.0 already provides it" in names.detail
+
+
+@pytest.mark.slow
+def test_the_scaffold_installs_and_passes_its_own_tests(tmp_path: Path) -> None:
+    root = tmp_path / "zoo-scaffolded"
+    result = CliRunner().invoke(cli, ["new-plugin", "scaffolded", "--dir", str(root)])
+    assert result.exit_code == 0 and "pip install -e" in result.output
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "install", "--no-build-isolation", "--no-deps", str(root)], check=True, capture_output=True)
+    try:
+        tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(root / "tests")],
+                               capture_output=True, text=True, cwd=root, check=False)  # fmt: skip
+        assert tests.returncode == 0, tests.stdout + tests.stderr
+        assert "1 passed" in tests.stdout
+    finally:
+        subprocess.run([*pip, "uninstall", "-y", "zoo-scaffolded"], check=True, capture_output=True)
+    again = CliRunner().invoke(cli, ["new-plugin", "scaffolded", "--dir", str(root)])
+    assert again.exit_code == 1 and "already exists" in again.stderr
+    bad = CliRunner().invoke(cli, ["new-plugin", "My-Nets", "--dir", str(tmp_path / "x")])
+    assert bad.exit_code == 1 and "must be lower case" in bad.stderr

@@ -200,8 +200,9 @@ def plugins(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([vars(p) for p in registry.plugins], indent=2))
         return
-    rows = [(p.name, p.distribution, p.version, p.status, ", ".join(p.provides) or "-") for p in registry.plugins]
-    click.echo(_table(("plugin", "distribution", "version", "status", "provides"), rows))
+    rows = [(p.name, p.distribution, p.version, p.status, ", ".join(p.provides) or "-", p.location or p.module)
+            for p in registry.plugins]  # fmt: skip
+    click.echo(_table(("plugin", "distribution", "version", "status", "provides", "location"), rows))
     for p in registry.plugins:
         for problem in ([p.error] if p.error else []) + p.conflicts:
             click.echo(f"{p.name} ({p.distribution}): {problem}")
@@ -400,6 +401,17 @@ def check(ctx: click.Context, name: str, data_dir: str | None) -> None:
     click.echo(report(findings))
     if not all(f.ok for f in findings):
         ctx.exit(1)
+
+
+@cli.command("new-plugin")
+@click.argument("name")
+@click.option("--dir", "directory", type=click.Path(file_okay=False), help="Where to write it [default: ./zoo-NAME].")
+def new_plugin(name: str, directory: str | None) -> None:
+    """Write a working plugin package zoo-NAME: an architecture, a data set, a README and a conformance test."""
+    from zoo.scaffold import new_plugin as scaffold
+
+    root = scaffold(name, directory)
+    click.echo(f"wrote {root}; next: pip install -e '{root}[test]' && zoo check zoo-{name} && pytest {root}")
 
 
 def main() -> None:
