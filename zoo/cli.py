@@ -228,6 +228,8 @@ def plugins(as_json: bool) -> None:
 @click.option("--augment", help="none, crop (random crops after padding) or crop_flip (and mirroring).")
 @click.option("--seed", type=int, help="Seed for the weights, the validation split, the shuffle and augmentation.")
 @click.option("--val-split", type=float, help="Fraction of the training split held out for validation.")
+@click.option("--image-size", type=int, help="Resize a folder's images to N x N pixels.")
+@click.option("--grayscale/--color", default=None, help="Read a folder's images as grey or colour.")
 @click.option("--limit", type=int, help="Train on this many training images only (smoke runs).")
 @click.option("--max-steps", type=int, help="Stop after this many optimizer steps (smoke runs).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or mps.")
@@ -242,6 +244,9 @@ def plugins(as_json: bool) -> None:
 def train(ctx: click.Context, /, architecture: str | None, dataset: str | None, quiet: bool, as_json: bool,
           resume: str | None, **options: Any) -> None:  # fmt: skip
     """Train ARCHITECTURE on DATASET (default: the data set of its recipe), or --resume a run.
+
+    DATASET is a registered name or a folder of images: FOLDER/<class>/*.png, or FOLDER/train/<class>/
+    and FOLDER/test/<class>/.
 
     Unset options come from the architecture's recipe; `zoo info ARCHITECTURE` shows it.
     Ctrl-C saves a checkpoint to resume from.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["AmbiguousName", "DatasetNotFound", "PluginWarning", "UnknownName", "ZooError"]
+__all__ = ["AmbiguousName", "DataWarning", "DatasetNotFound", "PluginWarning", "UnknownName", "ZooError"]
 
 
 class ZooError(Exception):
@@ -23,3 +23,7 @@ class DatasetNotFound(ZooError):
 
 class PluginWarning(UserWarning):
     """A plugin failed to load, or registered a name another plugin already has."""
+
+
+class DataWarning(UserWarning):
+    """Some images could not be read and were skipped."""

@@ -16,6 +16,7 @@ from zoo import runs
 from zoo.data import resolve_data_dir
 from zoo.errors import ZooError
 from zoo.files import atomic_path, write_json
+from zoo.folders import find_dataset
 from zoo.loader import get_registry
 from zoo.registry import Exporter
 
@@ -96,13 +97,12 @@ def _inputs(
     generator = torch.Generator().manual_seed(0)
     batches: list[tuple[str, np.ndarray]] = []
     real = None
-    if meta.get("dataset") in get_registry().datasets:
+    if meta.get("dataset"):
         try:
-            images, _ = (
-                get_registry().datasets[meta["dataset"]].load("test", resolve_data_dir(data_dir), download=False)
-            )
+            found = find_dataset(meta["dataset"], image_size=shape[1], grayscale=shape[0] == 1)
+            images, _ = found.load("test", resolve_data_dir(data_dir), download=False)
         except ZooError:
-            pass  # not downloaded: random inputs alone
+            pass  # not at hand: random inputs alone
         else:
             mean = torch.tensor(meta["mean"]).view(1, -1, 1, 1)
             std = torch.tensor(meta["std"]).view(1, -1, 1, 1)

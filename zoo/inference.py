@@ -15,6 +15,7 @@ from zoo import checkpoint, evaluation, plots, runs
 from zoo.data import Normalizer, Split, resolve_data_dir
 from zoo.errors import ZooError
 from zoo.files import write_text
+from zoo.folders import find_dataset
 from zoo.loader import get_registry
 from zoo.predict import Prediction, classify
 from zoo.registry import Exporter, format_shape
@@ -60,7 +61,8 @@ def evaluate(
     or ``WEIGHTS-eval-DATASET`` beside a weights file).
     """
     run, meta = load_runner(path)
-    ds = get_registry().dataset(dataset or meta["dataset"])
+    c, h, _ = meta["input_shape"]
+    ds = find_dataset(dataset or meta["dataset"], image_size=h, grayscale=c == 1)
     trained = (tuple(meta["input_shape"]), len(meta["classes"]))
     if (ds.shape, ds.num_classes) != trained:
         raise ZooError(

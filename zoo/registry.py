@@ -149,6 +149,13 @@ class Dataset:
     source: str = ""
     downloads: bool = True
     """False for data sets generated on the fly, which need no files."""
+    location: str = ""
+    """For a folder of images: its path, by which zoo finds the data set again (runs, checkpoints)."""
+
+    @property
+    def ref(self) -> str:
+        """What to store to find this data set again: its folder, or its registered name."""
+        return self.location or self.name
 
     def __post_init__(self) -> None:
         _check_name("data set", self.name, self.aliases)

@@ -29,6 +29,7 @@ from zoo.data import Normalizer, Split, augment, batches, load_splits, resolve_d
 from zoo.errors import ZooError
 from zoo.evaluation import Evaluation, evaluate, report
 from zoo.files import write_json, write_text
+from zoo.folders import find_dataset
 from zoo.loader import get_registry
 from zoo.registry import Architecture, Dataset, Recipe
 
@@ -48,6 +49,10 @@ class TrainConfig(Recipe):
     dataset: str
     """The data set trained on."""
     recipe: str = "default"
+    image_size: int | None = None
+    """For a folder of images: resize them all to this many pixels square."""
+    grayscale: bool | None = None
+    """For a folder of images: read them as grey (True) or colour (False); default: as they are stored."""
     max_steps: int | None = None
     device: str = "auto"
     amp: bool = False
@@ -60,6 +65,8 @@ class TrainConfig(Recipe):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ZooError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        if self.image_size is not None and self.image_size < 1:
+            raise ZooError(f"--image-size must be positive, got {self.image_size}")
         if self.weight_decay < 0:
             raise ZooError(f"--weight-decay must not be negative, got {self.weight_decay}")
         if not 0 <= self.warmup < 1:
@@ -79,7 +86,7 @@ def resolve_config(arch: Architecture, dataset: Dataset, recipe: str = "default"
     if chosen is None:
         raise ZooError(f"{arch.name} has no tutorial recipe; use --recipe default")
     settings = {**dataclasses.asdict(chosen), **{k: v for k, v in overrides.items() if v is not None}}
-    settings.update(architecture=arch.name, dataset=dataset.name, recipe=recipe)
+    settings.update(architecture=arch.name, dataset=dataset.ref, recipe=recipe)
     return TrainConfig(**settings)
 
 
@@ -264,7 +271,7 @@ def _metadata(arch: Architecture, dataset: Dataset, config: TrainConfig, **extra
         "zoo_version": zoo.__version__,
         "torch_version": torch.__version__,
         "architecture": arch.name,
-        "dataset": dataset.name,
+        "dataset": dataset.ref,
         "classes": list(dataset.classes),
         "input_shape": list(dataset.shape),
         "mean": list(dataset.mean),
@@ -376,10 +383,12 @@ def train(
     else:
         if architecture is None or dataset is None:
             raise ZooError("train needs an architecture and a data set, or resume=RUN")
-        arch, ds = registry.architecture(architecture), registry.dataset(dataset)
+        arch = registry.architecture(architecture)
+        ds = find_dataset(dataset, overrides.get("image_size"), overrides.get("grayscale"))
         config = resolve_config(arch, ds, recipe, **overrides)
         data_root = resolve_data_dir(data_dir)
-    arch, ds = registry.architecture(config.architecture), registry.dataset(config.dataset)
+    arch = registry.architecture(config.architecture)
+    ds = find_dataset(config.dataset, config.image_size, config.grayscale)
     device = pick_device(config.device)
     data = load_splits(ds, data_root, config.val_split, config.seed, config.limit)
     if len(data.train) == 0:

@@ -1,0 +1,114 @@
+"""Your own images as a data set: layouts, normalisation, the cache, and clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from zoo import checkpoint, folders
+from zoo.cli import cli
+from zoo.errors import DataWarning, ZooError
+from zoo.folders import folder_dataset
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("ZOO_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def make_folder(root: Path, classes: dict[str, int], size: tuple[int, int] = (20, 24), mode: str = "L") -> Path:
+    """Class folders of images whose brightness tells the class apart."""
+    rng = np.random.default_rng(0)
+    for label, (name, count) in enumerate(classes.items()):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            pixels = rng.integers(0, 60, size=(*size, 3), dtype=np.uint8) + np.uint8(90 * label)
+            Image.fromarray(pixels).convert(mode).save(root / name / f"{name}-{i}.png")
+    return root
+
+
+def test_a_folder_of_class_folders_is_a_data_set(tmp_path: Path) -> None:
+    root = make_folder(tmp_path / "shapes", {"cat": 40, "dog": 40, "eel": 40})
+    ds = folder_dataset(root)
+    assert ds.classes == ("cat", "dog", "eel") and ds.shape == (1, 20, 24) and ds.location == str(root.resolve())
+    assert ds.train_size + ds.test_size == 120 and 10 < ds.test_size < 40, "about a fifth is held out for test"
+    images, labels = ds.load("train", tmp_path)
+    assert images.shape == (ds.train_size, 1, 20, 24) and set(labels.tolist()) == {0, 1, 2}
+    pixels = images.float() / 255
+    assert ds.mean[0] == pytest.approx(float(pixels.mean()), abs=1e-3)
+    assert ds.std[0] == pytest.approx(float(pixels.std()), abs=1e-3)
+    assert folder_dataset(root, grayscale=False).shape == (3, 20, 24)
+    assert folder_dataset(root, image_size=16).shape == (1, 16, 16)
+
+
+def test_train_and_test_folders(tmp_path: Path) -> None:
+    make_folder(tmp_path / "d" / "train", {"a": 10, "b": 12}, mode="RGB")
+    make_folder(tmp_path / "d" / "test", {"a": 3, "b": 4}, mode="RGB")
+    ds = folder_dataset(tmp_path / "d")
+    assert (ds.train_size, ds.test_size, ds.shape, ds.classes) == (22, 7, (3, 20, 24), ("a", "b"))
+
+
+def test_decoded_once_then_read_from_the_cache_until_a_file_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache: Path
+) -> None:
+    root = make_folder(tmp_path / "d", {"a": 10, "b": 10})
+    first = folder_dataset(root).load("train", tmp_path)[0]
+    assert len(list(cache.iterdir())) == 1
+    real_decode = folders._decode
+    monkeypatch.setattr(folders, "_decode", lambda *a: pytest.fail("decoded again"))
+    again = folder_dataset(root).load("train", tmp_path)[0]
+    assert (first == again).all()
+
+    changed, _ = folders._layout(root.resolve()).files["train"][0]
+    Image.new("L", (24, 20), 255).save(changed)
+    calls = []
+    monkeypatch.setattr(folders, "_decode", lambda *a: calls.append(1) or real_decode(*a))
+    after = folder_dataset(root).load("train", tmp_path)[0]
+    assert calls == [1], "a changed file invalidates the cache"
+    assert (after[0] == 255).all() and not (after == first).all()
+
+
+def test_unreadable_images_are_skipped_with_one_warning(tmp_path: Path) -> None:
+    root = make_folder(tmp_path / "d", {"a": 10, "b": 10})
+    for i in range(3):
+        (root / "a" / f"zz-broken-{i}.png").write_text("not a png")
+    with pytest.warns(DataWarning, match=r"could not be read and were skipped") as record:
+        folder_dataset(root)
+    assert len(record) == 1
+    assert "of" in str(record[0].message) and "broken" in str(record[0].message)
+
+
+def test_bad_folders_say_what_to_do(tmp_path: Path) -> None:
+    (tmp_path / "empty" / "only").mkdir(parents=True)
+    with pytest.raises(ZooError, match=r"has 1 class folder\(s\) with images; put images in .*/<class>/\*\.png"):
+        folder_dataset(tmp_path / "empty")
+    root = make_folder(tmp_path / "mixed", {"a": 6, "b": 6})
+    Image.new("L", (50, 50)).save(root / "a" / "big.png")
+    with pytest.raises(ZooError, match=r"come in 2 sizes \(20x24: \d+, 50x50: 1\); pass --image-size N"):
+        folder_dataset(root)
+    assert folder_dataset(root, image_size=28).shape == (1, 28, 28)
+
+
+def test_train_eval_predict_and_export_on_a_folder(tmp_path: Path) -> None:
+    root = make_folder(tmp_path / "pets", {"cat": 60, "dog": 60})
+    run = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["train", "cnn6", str(root), "--image-size", "28", "--epochs", "5",
+                                      "--batch-size", "16", "--out", str(run), "--quiet", "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["test_accuracy"] > 0.9, "brightness separates the classes"
+    meta = checkpoint.load(run / "best.safetensors").meta
+    assert meta["dataset"] == str(root.resolve()) and meta["classes"] == ["cat", "dog"]
+    assert meta["input_shape"] == [1, 28, 28] and meta["mean"] == list(folder_dataset(root, image_size=28).mean)
+
+    assert CliRunner().invoke(cli, ["eval", str(run), "--out", str(tmp_path / "e")]).exit_code == 0
+    exported = CliRunner().invoke(cli, ["export", str(run), "--onnx"])
+    assert exported.exit_code == 0 and "real" in exported.output, "the folder's test images feed the parity check"
+    dog = sorted((root / "dog").iterdir())[0]
+    predicted = CliRunner().invoke(cli, ["predict", str(run / "export" / "mnist_cnn6_16.onnx"), str(dog), "--json"])
+    assert json.loads(predicted.stdout)[0]["top"][0][0] == "dog"
