@@ -112,3 +112,13 @@ def test_train_eval_predict_and_export_on_a_folder(tmp_path: Path) -> None:
     dog = sorted((root / "dog").iterdir())[0]
     predicted = CliRunner().invoke(cli, ["predict", str(run / "export" / "mnist_cnn6_16.onnx"), str(dog), "--json"])
     assert json.loads(predicted.stdout)[0]["top"][0][0] == "dog"
+
+
+def test_info_on_a_folder(tmp_path: Path) -> None:
+    root = make_folder(tmp_path / "pets", {"cat": 10, "dog": 10})
+    result = CliRunner().invoke(cli, ["info", str(root)])
+    assert result.exit_code == 0, result.output
+    assert f"provided by folder {root.resolve()}" in result.output
+    assert "shape 1x20x24, 2 classes: cat, dog" in result.output and "files: ready" in result.output
+    sized = CliRunner().invoke(cli, ["info", "lenet", "--dataset", str(root)])
+    assert sized.exit_code == 0 and "input 1x20x24, 2 classes (sized for folder_pets)" in sized.output

@@ -127,13 +127,15 @@ def _dataset_json(registry: Registry, d: Dataset) -> dict[str, Any]:
     "--data-dir", type=click.Path(file_okay=False), help="Where data sets are stored (default: a per-user cache)."
 )
 def info(name: str, dataset_name: str | None, data_dir: str | None) -> None:
-    """Describe an architecture (layers, parameters, recipes) or a data set (classes, files)."""
+    """Describe an architecture (layers, parameters, recipes) or a data set (classes, files), or a folder of images."""
+    from zoo.folders import find_dataset
+
     registry = get_registry()
-    item = registry.lookup(name)
+    item = find_dataset(name) if os.path.isdir(name) else registry.lookup(name)
     if isinstance(item, Dataset):
         _dataset_info(registry, item, data_dir)
     else:
-        _architecture_info(registry, item, registry.dataset(dataset_name) if dataset_name else None)
+        _architecture_info(registry, item, find_dataset(dataset_name) if dataset_name else None)
 
 
 def _architecture_info(registry: Registry, arch: Architecture, dataset: Dataset | None) -> None:
@@ -170,7 +172,8 @@ def _dataset_info(registry: Registry, dataset: Dataset, data_dir: str | None) ->
     from zoo.data import resolve_data_dir
 
     root = resolve_data_dir(data_dir)
-    click.echo(f"{dataset.name}: {dataset.summary}; provided by {registry.provider(dataset).label}")
+    provider = f"folder {dataset.location}" if dataset.location else registry.provider(dataset).label
+    click.echo(f"{dataset.name}: {dataset.summary}; provided by {provider}")
     if dataset.aliases:
         click.echo(f"aliases: {', '.join(dataset.aliases)}")
     click.echo(f"shape {format_shape(dataset.shape)}, {dataset.num_classes} classes: {', '.join(dataset.classes)}")

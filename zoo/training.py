@@ -379,6 +379,8 @@ def train(
         path = Path(resume)
         saved = runs.open_run(path)
         config = TrainConfig(**saved["train"])
+        arch = registry.architecture(config.architecture)
+        ds = find_dataset(config.dataset, config.image_size, config.grayscale)
         data_root = resolve_data_dir(data_dir or saved.get("data_dir"))
     else:
         if architecture is None or dataset is None:
@@ -387,8 +389,6 @@ def train(
         ds = find_dataset(dataset, overrides.get("image_size"), overrides.get("grayscale"))
         config = resolve_config(arch, ds, recipe, **overrides)
         data_root = resolve_data_dir(data_dir)
-    arch = registry.architecture(config.architecture)
-    ds = find_dataset(config.dataset, config.image_size, config.grayscale)
     device = pick_device(config.device)
     data = load_splits(ds, data_root, config.val_split, config.seed, config.limit)
     if len(data.train) == 0:
