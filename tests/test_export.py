@@ -94,6 +94,8 @@ def test_one_format_and_the_newest_run_of_an_architecture(trained: dict[str, Pat
     result = zoo("export", "cnn32", "--onnx", "--runs-dir", str(trained["mnist_cnn32"].parent), "--out", str(tmp_path))
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json", "mnist_cnn32.onnx"]
+    default = zoo("export", "cnn32", "--onnx", "--force", "--runs-dir", str(trained["mnist_cnn32"].parent))
+    assert default.exit_code == 0 and (trained["mnist_cnn32"] / "export" / "mnist_cnn32.onnx").is_file()
 
 
 BROKEN = """

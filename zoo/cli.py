@@ -349,7 +349,8 @@ def predict(ctx: click.Context, weights: str, images: tuple[str, ...], top_k: in
 @click.option("--all", "all_formats", is_flag=True, help="Every registered format (the default).")
 @click.option("--weights", type=click.Path(exists=True), help="A checkpoint file or run directory to export.")
 @click.option("--untrained", is_flag=True, help="Export freshly initialised weights, on purpose.")
-@click.option("--out", type=click.Path(file_okay=False), help="Directory for the files [default: RUN/export].")
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Directory for the files [default: RUN/export, or beside a weights file].")  # fmt: skip
 @click.option("--runs-dir", type=click.Path(file_okay=False), default="runs", show_default=True,
               help="Where to look for the newest run of ARCH.")  # fmt: skip
 @click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset.")

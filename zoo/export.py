@@ -61,15 +61,19 @@ class ExportResult:
 
 def _source(
     target: str, weights: str | None, runs_dir: Path, untrained: bool
-) -> tuple[torch.nn.Module, dict[str, Any], str]:
-    """The model to export, its metadata, and a name for the files: from a run, a weights file or the newest run."""
+) -> tuple[torch.nn.Module, dict[str, Any], str, Path]:
+    """The model, its metadata, a name for the files and where they go by default.
+
+    From a weights file (beside it), a run directory or the architecture's newest run (``RUN/export``),
+    or fresh weights (``exports/ARCH-untrained``).
+    """
     from zoo.inference import load_model
 
     registry = get_registry()
     given = Path(weights) if weights else Path(target) if Path(target).exists() else None
     if given is not None:
         model, meta = load_model(given)
-        return model, meta, meta["architecture"]
+        return model, meta, meta["architecture"], given / "export" if given.is_dir() else given.parent
     arch = registry.architecture(target)
     if untrained:
         torch.manual_seed(0)
@@ -78,7 +82,7 @@ def _source(
                 "dataset": None, "classes": [str(i) for i in range(arch.num_classes)],
                 "input_shape": list(arch.input_shape), "mean": [0.0] * arch.input_shape[0],
                 "std": [1.0] * arch.input_shape[0], "trained": False}  # fmt: skip
-        return model, meta, f"{arch.name}-untrained"
+        return model, meta, f"{arch.name}-untrained", Path("exports") / f"{arch.name}-untrained"
     newest = runs.newest(runs_dir, arch.name)
     if newest is None:
         raise ZooError(
@@ -86,7 +90,7 @@ def _source(
             f"give a run directory or --weights FILE, or pass --untrained to export fresh weights on purpose"
         )
     model, meta = load_model(newest)
-    return model, meta, arch.name
+    return model, meta, arch.name, newest / "export"
 
 
 def _inputs(
@@ -167,14 +171,10 @@ def export(
     exporters = [registry.exporter(f) for f in formats] if formats else list(registry.exporters.values())
     if not batch_sizes or min(batch_sizes) < 1:
         raise ZooError("--batch-sizes must be positive integers, such as 1,2,64")
-    model, meta, name = _source(target, weights, Path(runs_dir), untrained)
+    model, meta, name, default_out = _source(target, weights, Path(runs_dir), untrained)
     model.eval()
-    meta = {**meta, "opset": opset, "zoo_version": zoo.__version__}
-    meta.pop("history", None), meta.pop("progress", None)
-    source = Path(weights or target)
-    default_out = (
-        source / "export" if source.is_dir() else (source.parent if source.is_file() else Path("exports") / name)
-    )
+    training_only = ("history", "progress")  # a checkpoint's resume state means nothing in an export
+    meta = {**{k: v for k, v in meta.items() if k not in training_only}, "opset": opset, "zoo_version": zoo.__version__}
     result = ExportResult(Path(out) if out else default_out)
     paths = {e.name: result.out / f"{name}{e.suffix}" for e in exporters}
     existing = [str(p) for p in paths.values() if p.exists()]
