@@ -96,6 +96,11 @@ def test_one_format_and_the_newest_run_of_an_architecture(trained: dict[str, Pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json", "mnist_cnn32.onnx"]
     default = zoo("export", "cnn32", "--onnx", "--force", "--runs-dir", str(trained["mnist_cnn32"].parent))
     assert default.exit_code == 0 and (trained["mnist_cnn32"] / "export" / "mnist_cnn32.onnx").is_file()
+    pt2 = zoo("export", "cnn32", "--pt2", "--runs-dir", str(trained["mnist_cnn32"].parent), "--out", str(tmp_path))
+    assert pt2.exit_code == 0, pt2.output
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert set(manifest["files"]) == {"onnx", "pt2"}, "an earlier export stays in the manifest"
+    assert {c["format"] for c in manifest["verification"]} == {"onnx", "pt2"}
 
 
 BROKEN = """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -212,15 +213,20 @@ def export(
     import onnx
     import onnxruntime
 
-    write_json(result.out / "manifest.json", {
+    # Formats exported earlier into the same folder, and not redone now, stay in the manifest.
+    manifest = result.out / "manifest.json"
+    earlier = json.loads(manifest.read_text()) if manifest.is_file() else {}
+    kept = {f: e for f, e in earlier.get("files", {}).items() if f not in paths and (result.out / e["path"]).is_file()}
+    write_json(manifest, {
         **{k: meta.get(k) for k in ("architecture", "dataset", "classes", "input_shape", "mean", "std")},
         "opset": opset,
         "versions": {"zoo": zoo.__version__, "torch": torch.__version__, "onnx": onnx.__version__,
                      "onnxruntime": onnxruntime.__version__},
         "tolerance": {"atol": atol, "rtol": rtol},
-        "files": {f: {"path": p.name, "sha256": _sha256(p), "bytes": p.stat().st_size}
-                  for f, p in result.files.items()},
-        "verification": [asdict(c) for c in result.checks],
+        "files": {**kept, **{f: {"path": p.name, "sha256": _sha256(p), "bytes": p.stat().st_size}
+                             for f, p in result.files.items()}},
+        "verification": [c for c in earlier.get("verification", []) if c["format"] in kept]
+                        + [asdict(c) for c in result.checks],
     })  # fmt: skip
     if failures:
         raise ExportError(
