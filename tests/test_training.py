@@ -283,3 +283,34 @@ def test_train_usage_errors(args: list[str], message: str) -> None:
 def test_resume_of_something_that_is_not_a_run(tmp_path: Path) -> None:
     result = zoo("train", "--resume", str(tmp_path))
     assert result.exit_code == 1 and "is not a run directory (no config.json)" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({"optimizer": "sgd", "schedule": "cosine", "lr": 0.05}, torch.optim.SGD),
+        ({"optimizer": "adam", "schedule": "constant"}, torch.optim.Adam),
+        ({"optimizer": "adamw", "amp": True, "augment": "crop"}, torch.optim.AdamW),
+    ],
+    ids=["sgd-cosine", "adam-constant", "adamw-amp-crop"],
+)
+def test_optimizers_schedules_and_mixed_precision_train(
+    options: dict[str, object], expected: type, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import zoo.training
+
+    made: list[torch.optim.Optimizer] = []
+    original = zoo.training._make_optimizer
+    monkeypatch.setattr(zoo.training, "_make_optimizer", lambda *a: made.append(original(*a)) or made[-1])
+    result = train("cnn6", "sevenseg", out=tmp_path / "r", epochs=2, limit=1500, batch_size=50, progress="none",
+                   **options)  # fmt: skip
+    assert type(made[0]) is expected
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    assert result.test_accuracy > 0.5
+
+
+def test_a_device_that_is_not_there(tmp_path: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    result = zoo("train", "cnn6", "sevenseg", "--device", "cuda", "--out", str(tmp_path / "r"), *SMALL)
+    assert result.exit_code == 1 and "--device cuda: PyTorch sees no such device here" in result.stderr
