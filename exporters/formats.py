@@ -83,7 +83,7 @@ def write_onnx(model: nn.Module, example: torch.Tensor, meta: dict[str, Any], pa
     onnx.save(proto, str(path))
 
 
-def onnx_metadata(props: dict[str, str]) -> dict[str, Any]:
+def _onnx_metadata(props: dict[str, str]) -> dict[str, Any]:
     meta: dict[str, Any] = {}
     for key, value in props.items():
         try:
@@ -105,7 +105,7 @@ def run_onnx(path: Path) -> tuple[Run, dict[str, Any]]:
     def run(x: np.ndarray) -> np.ndarray:
         return session.run(None, {name: x})[0]  # type: ignore[no-any-return]
 
-    return run, onnx_metadata(session.get_modelmeta().custom_metadata_map)
+    return run, _onnx_metadata(session.get_modelmeta().custom_metadata_map)
 
 
 # torch.export: TorchScript's successor; an ExportedProgram with a dynamic batch dimension.

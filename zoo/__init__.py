@@ -9,7 +9,7 @@ from zoo.hookspecs import hookimpl
 from zoo.loader import get_registry, load_registry
 from zoo.registry import Architecture, Dataset, Exporter, Plugin, Recipe, Registry
 
-_LAZY = {"train": "zoo.training", "evaluate": "zoo.inference", "predict": "zoo.inference", "export": "zoo.export"}
+_LAZY = {"train": "zoo.training", "evaluate": "zoo.inference", "predict": "zoo.predict", "export": "zoo.export"}
 
 
 def __getattr__(name: str) -> object:

@@ -322,10 +322,7 @@ def eval_(weights: str, dataset: str | None, data_dir: str | None, out: str | No
 @click.pass_context
 def predict(ctx: click.Context, weights: str, images: tuple[str, ...], top_k: int, invert: bool, as_json: bool) -> None:
     """Classify image files (PNG, JPEG; any size or colour mode) with trained weights."""
-    if weights.endswith(".onnx"):  # onnxruntime alone: no torch import on this path
-        from zoo.predict import predict_onnx as run_prediction
-    else:
-        from zoo.inference import predict as run_prediction
+    from zoo.predict import predict as run_prediction  # imports only the file's own runtime
 
     results = run_prediction(weights, images, top_k=top_k, invert=invert)
     for r in results:

@@ -14,7 +14,7 @@ import torch
 
 import zoo
 from zoo import runs
-from zoo.data import resolve_data_dir
+from zoo.data import Normalizer, resolve_data_dir
 from zoo.errors import ZooError
 from zoo.files import atomic_path, write_json
 from zoo.folders import find_dataset
@@ -109,9 +109,8 @@ def _inputs(
         except ZooError:
             pass  # not at hand: random inputs alone
         else:
-            mean = torch.tensor(meta["mean"]).view(1, -1, 1, 1)
-            std = torch.tensor(meta["std"]).view(1, -1, 1, 1)
-            real = ((images[:largest].float() / 255 - mean) / std).numpy()
+            normalize = Normalizer(meta["mean"], meta["std"], torch.device("cpu"), channels_last=False)
+            real = normalize(images[:largest]).numpy()
     for b in batch_sizes:
         if real is not None:
             batches.append(("real", np.ascontiguousarray(real[:b])))

@@ -17,6 +17,7 @@ from zoo.files import atomic_path
 from zoo.registry import Dataset, format_shape
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
 __all__ = ["CACHE_DIR_ENV", "find_dataset", "folder_dataset"]
@@ -65,11 +66,16 @@ def _cache_dir() -> Path:
     return platformdirs.user_cache_path("zoo") / "folders"
 
 
-def _decode(files: list[tuple[Path, int]], size: tuple[int, int] | None, grey: bool) -> tuple[list, list, list]:  # type: ignore[type-arg]
+def _decode(
+    files: list[tuple[Path, int]], size: tuple[int, int] | None, grey: bool
+) -> tuple[list[np.ndarray], list[int], list[str]]:
+    """Each readable image as an H×W(×3) uint8 array, its label, and "name: reason" for each unreadable one."""
     import numpy as np
     from PIL import Image, UnidentifiedImageError
 
-    arrays, labels, skipped = [], [], []
+    arrays: list[np.ndarray] = []
+    labels: list[int] = []
+    skipped: list[str] = []
     for path, label in files:
         try:
             with Image.open(path) as file:

@@ -1,13 +1,11 @@
-"""Using trained weights: load a model from a run or checkpoint, evaluate it on a data set, classify image files."""
+"""Using trained weights: load a model from a run or checkpoint, and evaluate it on a data set."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -17,10 +15,10 @@ from zoo.errors import ZooError
 from zoo.files import write_text
 from zoo.folders import find_dataset
 from zoo.loader import get_registry
-from zoo.predict import Prediction, classify
-from zoo.registry import Exporter, format_shape
+from zoo.predict import load_runner
+from zoo.registry import format_shape
 
-__all__ = ["EvalResult", "evaluate", "exporter_for", "load_model", "load_runner", "predict"]
+__all__ = ["EvalResult", "evaluate", "load_model"]
 
 
 def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
@@ -86,25 +84,3 @@ def evaluate(
     plots.confusion(scored.confusion, ds.classes, target / "confusion.png")
     plots.misses(images, labels, scored.predictions, ds.classes, target / "misses.png")
     return result
-
-
-def exporter_for(path: Path) -> Exporter:
-    """The export format a file is in, by its name's suffix."""
-    formats = get_registry().exporters.values()
-    matches = [e for e in formats if path.name.endswith(e.suffix)]
-    if not matches:
-        known = ", ".join(e.suffix for e in formats)
-        raise ZooError(f"{path}: not a file zoo reads; give a run directory or a {known} file")
-    return max(matches, key=lambda e: len(e.suffix))
-
-
-def load_runner(path: str | Path) -> tuple[Callable[[np.ndarray], np.ndarray], dict[str, Any]]:
-    """A function from normalised float32 batches to scores, and the metadata, for a run or any exported file."""
-    source = runs.find_weights(Path(path))
-    return exporter_for(source).load(source)
-
-
-def predict(path: str | Path, images: Sequence[str | Path], top_k: int = 3, invert: bool = False) -> list[Prediction]:
-    """The ``top_k`` classes for each image file; an unreadable file gets an error and the others still run."""
-    run, meta = load_runner(path)
-    return classify(run, meta, images, top_k, invert)

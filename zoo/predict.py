@@ -1,4 +1,4 @@
-"""Classifying image files with any runner, torch-free: ``zoo predict model.onnx`` needs onnxruntime alone."""
+"""Classifying image files with a run or any exported file; ``zoo predict model.onnx`` needs onnxruntime alone."""
 
 from __future__ import annotations
 
@@ -9,10 +9,13 @@ from typing import Any
 
 import numpy as np
 
+from zoo import runs
 from zoo.errors import ZooError
 from zoo.images import read_image
+from zoo.loader import get_registry
+from zoo.registry import Exporter
 
-__all__ = ["Prediction", "classify", "predict_onnx"]
+__all__ = ["Prediction", "classify", "exporter_for", "load_runner", "predict"]
 
 
 @dataclass
@@ -52,22 +55,38 @@ def classify(
     return results
 
 
-def predict_onnx(
-    path: str | Path, images: Sequence[str | Path], top_k: int = 3, invert: bool = False
-) -> list[Prediction]:
-    """Like ``zoo.predict``, for an exported .onnx file, with onnxruntime and without importing torch."""
-    import onnxruntime
+def exporter_for(path: Path) -> Exporter:
+    """The export format a file is in, by its name's suffix."""
+    formats = get_registry().exporters.values()
+    matches = [e for e in formats if path.name.endswith(e.suffix)]
+    if not matches:
+        known = ", ".join(e.suffix for e in formats)
+        raise ZooError(f"{path}: not a file zoo reads; give a run directory or a {known} file")
+    return max(matches, key=lambda e: len(e.suffix))
 
-    from exporters.formats import onnx_metadata
 
+def load_runner(path: str | Path) -> tuple[Callable[[np.ndarray], np.ndarray], dict[str, Any]]:
+    """A function from normalised float32 batches to scores, and the metadata, for a run or any exported file.
+
+    Only the file's own runtime is imported: an .onnx file needs onnxruntime, not torch.
+    """
+    source = runs.find_weights(Path(path))
+    exporter = exporter_for(source)
     try:
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        run, meta = exporter.load(source)
+    except ZooError:
+        raise
     except Exception as exc:
+        detail = " ".join(str(exc).split())[:200]
         raise ZooError(
-            f"{path} is not an ONNX model onnxruntime can load ({' '.join(str(exc).split())[:200]})"
+            f"{source} could not be loaded as {exporter.name} ({detail}); export it with `zoo export`"
         ) from exc
-    meta = onnx_metadata(session.get_modelmeta().custom_metadata_map)
     if "input_shape" not in meta:
-        raise ZooError(f"{path} carries no zoo metadata; export it with `zoo export`")
-    name = session.get_inputs()[0].name
-    return classify(lambda x: session.run(None, {name: x})[0], meta, images, top_k, invert)
+        raise ZooError(f"{source} carries no zoo metadata; export it with `zoo export`")
+    return run, meta
+
+
+def predict(path: str | Path, images: Sequence[str | Path], top_k: int = 3, invert: bool = False) -> list[Prediction]:
+    """The ``top_k`` classes for each image file; an unreadable file gets an error and the others still run."""
+    run, meta = load_runner(path)
+    return classify(run, meta, images, top_k, invert)

@@ -13,7 +13,9 @@ or from the command line: ``zoo check zoo-mynets``.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from zoo.errors import ZooError
@@ -32,10 +34,10 @@ class Finding:
     """What went wrong and how to fix it; empty when the check passed."""
 
 
-def _guard(subject: str, name: str, fix: str, test: object) -> Finding:
-    """Run ``test()``; a falsy result or an exception fails the check with ``fix`` as the advice."""
+def _guard(subject: str, name: str, fix: str, test: Callable[[], object]) -> Finding:
+    """Run ``test()``; a False result or an exception fails the check with ``fix`` as the advice."""
     try:
-        result = test()  # type: ignore[operator]
+        result = test()
     except Exception as exc:
         return Finding(subject, name, False, f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}; {fix}")
     if result is False:
@@ -61,7 +63,7 @@ def check_architecture(arch: Architecture, registry: Registry | None = None) -> 
         if recipe is not None:
             findings.append(_guard(
                 subject, f"{label} recipe", "fix the Recipe's values (see the error)",
-                lambda recipe=recipe, label=label: resolve_config(arch, _any_dataset(registry, arch), label),
+                partial(resolve_config, arch, _any_dataset(registry, arch), label),
             ))  # fmt: skip
 
     def forward(shape: tuple[int, int, int], classes: int) -> bool:
@@ -77,7 +79,7 @@ def check_architecture(arch: Architecture, registry: Registry | None = None) -> 
     for label, shape, classes in targets:
         findings.append(_guard(subject, f"{label} ({format_shape(shape)}, {classes} classes)",
                                "the builder must honour input_shape and num_classes",
-                               lambda shape=shape, classes=classes: forward(shape, classes)))  # fmt: skip
+                               partial(forward, shape, classes)))  # fmt: skip
 
     def learns() -> bool:
         torch.manual_seed(0)
@@ -100,7 +102,7 @@ def check_architecture(arch: Architecture, registry: Registry | None = None) -> 
             findings.append(_guard(
                 subject, f"exports to {fmt} with parity",
                 "avoid data-dependent control flow and in-place changes to the input in forward",
-                lambda fmt=fmt: export(arch.name, [fmt], untrained=True, out=Path(out) / fmt),
+                partial(export, arch.name, [fmt], untrained=True, out=Path(out) / fmt),
             ))  # fmt: skip
     return findings
 

@@ -30,9 +30,9 @@ TUTORIAL_TRAIN_IMAGES = {"mnist_cnn6_16": 60_000, "mnist_cnn32": 48_000}
 def run(arch: str, seed: int, data_dir: str, overrides: dict[str, Any]) -> list[tuple[int, float, float]]:
     """(epoch, test accuracy, cumulative training seconds) for each epoch of one run."""
     registry = zoo.get_registry()
-    images, labels = registry.dataset("mnist").load("test", Path(data_dir))
-    test = Split(images, labels)
-    normalize = Normalizer((0.1307,), (0.3081,), torch.device("cpu"), channels_last=True)
+    mnist = registry.dataset("mnist")
+    test = Split(*mnist.load("test", Path(data_dir)))
+    normalize = Normalizer(mnist.mean, mnist.std, torch.device("cpu"), channels_last=True)
     rows: list[tuple[int, float, float]] = []
 
     def on_epoch(record: dict[str, Any], model: nn.Module) -> None:
