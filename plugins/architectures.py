@@ -18,7 +18,7 @@ def register_architectures(register: Callable[[Architecture], None]) -> None:
             summary="two conv blocks (32, 64 channels), two linear layers",
             source="PyTorch MNIST CNN tutorial notebook (conv 32/64, Linear 128)",
             input_shape=(1, 28, 28),
-            default_recipe=Recipe(optimizer="adamw", lr=3e-3, batch_size=256, epochs=6, schedule="onecycle",
+            default_recipe=Recipe(optimizer="adamw", lr=3e-3, batch_size=256, epochs=5, schedule="onecycle",
                                   warmup=0.1, weight_decay=5e-4, val_split=0.1, dataset="mnist", augment="crop"),
             tutorial_recipe=Recipe(optimizer="adam", lr=1e-3, batch_size=10, epochs=5, schedule="constant",
                                    val_split=0.2, seed=42, dataset="mnist",
