@@ -1,6 +1,6 @@
 """Benchmark: export + verify time, file size and parity per architecture and format; onnxruntime against
 torch eager inference at batch 1 and 256, alternating in one run; and the dynamo ONNX exporter beside
-the TorchScript-based one that zoo uses.
+the TorchScript-based one that zoo uses (export time, onnxruntime speed, parity).
 
 Run: python tests/benchmarks/export_speed.py [--rounds 3]
 Targets: export + verify of all formats <= 10 s per architecture; onnxruntime >= 4x torch eager.
@@ -23,6 +23,7 @@ import torch
 
 import zoo
 from zoo.export import export
+from zoo.inference import load_model
 
 
 def images_per_s(run, x: np.ndarray, seconds: float = 1.0) -> float:  # type: ignore[no-untyped-def]
@@ -34,17 +35,18 @@ def images_per_s(run, x: np.ndarray, seconds: float = 1.0) -> float:  # type: ig
     return count * len(x) / (time.perf_counter() - start)
 
 
-def dynamo_export_seconds(model: torch.nn.Module, shape: tuple[int, ...], path: Path) -> str:
+def dynamo_export(model: torch.nn.Module, shape: tuple[int, ...], path: Path) -> float | None:
+    """Seconds the dynamo exporter takes to write ``path`` as one file; None without onnxscript, which it needs."""
     try:
         import onnxscript  # noqa: F401
     except ImportError:
-        return "n/a (needs onnxscript)"
+        return None
     start = time.perf_counter()
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (torch.zeros(2, *shape),), str(path), dynamo=True, external_data=False,
                           dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False)  # fmt: skip
-    return f"{time.perf_counter() - start:.2f} s"
+    return time.perf_counter() - start
 
 
 def _eager(model: torch.nn.Module):  # type: ignore[no-untyped-def]
@@ -55,13 +57,16 @@ def _eager(model: torch.nn.Module):  # type: ignore[no-untyped-def]
     return run
 
 
-def _ort(session: onnxruntime.InferenceSession):  # type: ignore[no-untyped-def]
-    return lambda x: session.run(None, {"input": x})[0]
+def _ort(path: Path, options: onnxruntime.SessionOptions):  # type: ignore[no-untyped-def]
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda x: session.run(None, {name: x})[0]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--archs", nargs="+", default=list(zoo.get_registry().architectures))
     args = parser.parse_args()
     torch.set_num_threads(2)
     options = onnxruntime.SessionOptions()
@@ -69,35 +74,45 @@ def main() -> None:
     print(f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, 2 threads")
     print(f"\n{'architecture':<14} {'format':<12} {'export+verify':>13} {'bytes':>10} {'max abs diff':>12}")
     summary = []
-    for name, arch in zoo.get_registry().architectures.items():
+    for name in args.archs:
+        arch = zoo.get_registry().architecture(name)
         with tempfile.TemporaryDirectory() as out:
-            total = 0.0
+            total, files = 0.0, {}
             for fmt in zoo.get_registry().exporters:
                 start = time.perf_counter()
-                result = export(name, [fmt], untrained=True, out=out)
+                result = export(name, [fmt], untrained=True, out=out)  # fresh weights of seed 0, the same each time
                 seconds = time.perf_counter() - start
                 total += seconds
-                path = result.files[fmt]
+                path = files[fmt] = result.files[fmt]
                 worst = max(c.max_abs for c in result.checks)
                 print(f"{name:<14} {fmt:<12} {seconds:12.2f}s {path.stat().st_size:10,} {worst:12.2e}")
             verdict = "<= 10 s ok" if total <= 10 else "MISSED"
             print(f"{name:<14} {'all formats':<12} {total:12.2f}s {'':>10} {verdict:>12}")
-            model = arch.build().eval()
-            session = onnxruntime.InferenceSession(str(Path(out) / f"{name}-untrained.onnx"), options)
-            dynamo = dynamo_export_seconds(model, arch.input_shape, Path(out) / "dynamo.onnx")
-
-            eager, ort = _eager(model), _ort(session)
+            model, _ = load_model(files["safetensors"])  # the weights the exports hold
+            runners = {"eager": _eager(model), "ort": _ort(files["onnx"], options)}
+            dynamo = dynamo_export(model, arch.input_shape, Path(out) / "dynamo.onnx")
+            if dynamo is not None:
+                runners["ort dynamo"] = _ort(Path(out) / "dynamo.onnx", options)
             for batch in (1, 256):
                 x = np.random.default_rng(0).standard_normal((batch, *arch.input_shape), dtype=np.float32)
-                samples: dict[str, list[float]] = {"eager": [], "ort": []}
-                for _ in range(args.rounds):  # alternate, so drift in machine speed hits both alike
-                    samples["eager"].append(images_per_s(eager, x))
-                    samples["ort"].append(images_per_s(ort, x))
-                e, o = statistics.median(samples["eager"]), statistics.median(samples["ort"])
-                summary.append((name, batch, e, o, dynamo))
-    print(f"\n{'architecture':<14} {'batch':>5} {'eager img/s':>12} {'ORT img/s':>12} {'ratio':>6}  dynamo export")
-    for name, batch, e, o, dynamo in summary:
-        print(f"{name:<14} {batch:5} {e:12,.0f} {o:12,.0f} {o / e:5.1f}x  {dynamo if batch == 1 else ''}")
+                expected = runners["eager"](x)
+                diffs = {k: float(np.abs(run(x) - expected).max()) for k, run in runners.items() if k != "eager"}
+                samples: dict[str, list[float]] = {k: [] for k in runners}
+                for _ in range(args.rounds):  # alternate, so drift in machine speed hits all alike
+                    for k, run in runners.items():
+                        samples[k].append(images_per_s(run, x))
+                speed = {k: statistics.median(v) for k, v in samples.items()}
+                summary.append((name, batch, speed, diffs, dynamo))
+    print(f"\n{'architecture':<14} {'batch':>5} {'eager img/s':>12} {'ORT img/s':>12} {'ratio':>6} {'max diff':>9}"
+          f"   dynamo: {'ratio':>6} {'max diff':>9} {'export':>7}")  # fmt: skip
+    for name, batch, speed, diffs, dynamo in summary:
+        e = speed["eager"]
+        row = f"{name:<14} {batch:5} {e:12,.0f} {speed['ort']:12,.0f} {speed['ort'] / e:5.1f}x {diffs['ort']:9.1e}"
+        if dynamo is None:
+            row += "   dynamo: n/a (needs onnxscript)"
+        else:
+            row += f"   dynamo: {speed['ort dynamo'] / e:5.1f}x {diffs['ort dynamo']:9.1e} {dynamo:6.2f}s"
+        print(row)
 
 
 if __name__ == "__main__":
