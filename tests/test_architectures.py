@@ -101,3 +101,25 @@ def test_recipes_are_complete(arch: str) -> None:
     for recipe in (a.default_recipe, a.tutorial_recipe):
         assert recipe.lr > 0 and recipe.batch_size > 0 and recipe.epochs > 0
         assert recipe.dataset in REGISTRY.datasets
+
+
+@pytest.mark.parametrize("name", ["mnist_cnn32", "mnist_cnn6_16", "cifar_seq"])
+def test_max_pool_backward_gets_channels_last_gradients_in_training(name: str) -> None:
+    """The trainer's layout is channels-last; a gradient in NCHW order (as Flatten returns it) makes PyTorch's
+    CPU max-pool backward several times slower, so every max-pool backward must see channels-last ones."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    layouts: list[bool] = []
+
+    class RecordLayouts(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            if func is torch.ops.aten.max_pool2d_with_indices_backward.default:
+                layouts.append(args[0].is_contiguous(memory_format=torch.channels_last))
+            return func(*args, **(kwargs or {}))
+
+    arch = REGISTRY.architectures[name]
+    model = arch.build().to(memory_format=torch.channels_last).train()
+    x = torch.randn(4, *arch.input_shape).contiguous(memory_format=torch.channels_last)
+    with RecordLayouts():
+        model(x).sum().backward()
+    assert layouts == [True] * sum(isinstance(m, torch.nn.MaxPool2d) for m in model.modules())
