@@ -123,3 +123,30 @@ def test_max_pool_backward_gets_channels_last_gradients_in_training(name: str) -
     with RecordLayouts():
         model(x).sum().backward()
     assert layouts == [True] * sum(isinstance(m, torch.nn.MaxPool2d) for m in model.modules())
+
+
+@pytest.mark.parametrize("name", sorted(PARAMETERS))
+def test_training_runs_the_declared_layers_bit_for_bit(name: str) -> None:
+    """Training reorders ReLU and max-pool for speed; outputs and gradients must equal the declared order's."""
+    arch = REGISTRY.architectures[name]
+    model = arch.build().to(memory_format=torch.channels_last).train()
+    x = torch.randn(8, *arch.input_shape).contiguous(memory_format=torch.channels_last)
+
+    def outputs_and_gradients(forward):  # type: ignore[no-untyped-def]
+        model.zero_grad()
+        torch.manual_seed(0)  # the same dropout masks for both
+        out = forward(x)
+        out.pow(2).sum().backward()
+        return [out.detach(), *(p.grad.clone() for p in model.parameters())]
+
+    fast = outputs_and_gradients(model)
+    declared = outputs_and_gradients(lambda t: model.classifier(model.features(t)))
+    assert all(torch.equal(a, b) for a, b in zip(fast, declared, strict=True))
+
+
+def test_training_pools_before_relu_only_where_they_commute() -> None:
+    from plugins.nets import _training_order
+
+    assert _training_order(REGISTRY.architectures["mnist_cnn32"].build().features) == [0, 2, 1, 3, 5, 4]
+    lenet = REGISTRY.architectures["lenet_bn"].build().features  # sigmoid and average pooling do not commute
+    assert _training_order(lenet) == list(range(len(lenet)))
