@@ -42,12 +42,11 @@ class _Classifier(nn.Module):
         self.features = features
         self.flat_features = self._probe(input_shape)
         self.classifier: nn.Module = nn.Identity()
-        self._training_order = _training_order(features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return self.classifier(self.features(x))  # type: ignore[no-any-return]
-        for i in self._training_order:
+        for i in _training_order(self.features):  # worked out each time: the layers may have been replaced
             x = self.features[i](x)
         if x.requires_grad and x.is_contiguous(memory_format=torch.channels_last):
             # Flatten hands its gradient back in NCHW order; PyTorch's CPU max-pool backward takes about 8x

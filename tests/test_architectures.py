@@ -150,3 +150,10 @@ def test_training_pools_before_relu_only_where_they_commute() -> None:
     assert _training_order(REGISTRY.architectures["mnist_cnn32"].build().features) == [0, 2, 1, 3, 5, 4]
     lenet = REGISTRY.architectures["lenet_bn"].build().features  # sigmoid and average pooling do not commute
     assert _training_order(lenet) == list(range(len(lenet)))
+
+
+def test_a_replaced_layer_is_trained_as_declared() -> None:
+    model = REGISTRY.architectures["mnist_cnn32"].build().train()
+    model.features[1] = torch.nn.GELU()  # does not commute with max-pooling
+    x = torch.randn(2, 1, 28, 28)
+    assert torch.equal(model(x), model.classifier(model.features(x)))
