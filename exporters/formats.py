@@ -94,12 +94,20 @@ def _onnx_metadata(props: dict[str, str]) -> dict[str, Any]:
 
 
 def run_onnx(path: Path) -> tuple[Run, dict[str, Any]]:
-    """Checked with onnx's full checker, then run by onnxruntime on the CPU."""
+    """Checked with onnx's full checker, then run by onnxruntime on the CPU.
+
+    Only self-contained files load: external data names other files to read, which a model file may not choose.
+    """
     import onnx
     import onnxruntime
+    from onnx.external_data_helper import uses_external_data
 
-    onnx.checker.check_model(str(path), full_check=True)
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    proto = onnx.load(str(path), load_external_data=False)
+    if any(uses_external_data(t) for t in onnx.external_data_helper._get_all_tensors(proto)):
+        raise zoo.ZooError(f"{path} keeps its weights as external data in other files; zoo reads only "
+                           f"self-contained ONNX files, as `zoo export` writes them")  # fmt: skip
+    onnx.checker.check_model(proto, full_check=True)
+    session = onnxruntime.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
 
     def run(x: np.ndarray) -> np.ndarray:
@@ -126,16 +134,17 @@ def run_pt2(path: Path) -> tuple[Run, dict[str, Any]]:
 
 @zoo.hookimpl
 def register_exporters(register: Callable[[Exporter], None]) -> None:
-    here = "exporters.formats"
+    here = "zoo.exporters.formats"
     register(Exporter(name="safetensors", suffix=".safetensors", writer=f"{here}:write_safetensors",
                       runner=f"{here}:run_safetensors", exact=True,
                       summary="weights and metadata; reloaded into a fresh model, outputs bit-identical"))  # fmt: skip
     register(Exporter(name="torchscript", suffix=".torchscript.pt", writer=f"{here}:write_torchscript",
                       runner=f"{here}:run_torchscript", aliases=("jit",),
-                      summary="traced TorchScript (deprecated by PyTorch; prefer pt2)",
+                      summary="traced TorchScript (deprecated by PyTorch; prefer pt2)", runs_code=True,
                       notice="TorchScript is deprecated in PyTorch 2.14; the .pt2 file (torch.export) is its "
                              "successor and loads with torch.export.load"))  # fmt: skip
     register(Exporter(name="onnx", suffix=".onnx", writer=f"{here}:write_onnx", runner=f"{here}:run_onnx",
                       summary="ONNX with a dynamic batch axis, proved with onnxruntime"))  # fmt: skip
     register(Exporter(name="pt2", suffix=".pt2", writer=f"{here}:write_pt2", runner=f"{here}:run_pt2",
-                      aliases=("torch_export",), summary="torch.export program, TorchScript's successor"))  # fmt: skip
+                      aliases=("torch_export",), summary="torch.export program, TorchScript's successor",
+                      runs_code=True))  # fmt: skip

@@ -14,7 +14,7 @@ def register_architectures(register: Callable[[Architecture], None]) -> None:
         Architecture(
             name="mnist_cnn32",
             aliases=("cnn32",),
-            builder="plugins.nets:MnistCNN32",
+            builder="zoo.plugins.nets:MnistCNN32",
             summary="two conv blocks (32, 64 channels), two linear layers",
             source="PyTorch MNIST CNN tutorial notebook (conv 32/64, Linear 128)",
             input_shape=(1, 28, 28),
@@ -29,8 +29,8 @@ def register_architectures(register: Callable[[Architecture], None]) -> None:
     register(
         Architecture(
             name="mnist_cnn6_16",
-            aliases=("cnn6_16",),
-            builder="plugins.nets:MnistCNN6_16",
+            aliases=("cnn6", "cnn6_16"),
+            builder="zoo.plugins.nets:MnistCNN6_16",
             summary="LeNet-like: 3x3 convs (6, 16 channels), three linear layers",
             source="PyTorch MNIST CNN tutorial notebook (conv 6/16, Linear 120/84)",
             input_shape=(1, 28, 28),
@@ -44,8 +44,8 @@ def register_architectures(register: Callable[[Architecture], None]) -> None:
     register(
         Architecture(
             name="lenet_bn",
-            aliases=("lenet5",),
-            builder="plugins.nets:LeNetBN",
+            aliases=("lenet", "lenet5"),
+            builder="zoo.plugins.nets:LeNetBN",
             summary="LeNet-5 with batch normalisation, sigmoid activations",
             source="LeNet-5 with batch normalisation tutorial notebook (FashionMNIST)",
             input_shape=(1, 28, 28),
@@ -59,7 +59,8 @@ def register_architectures(register: Callable[[Architecture], None]) -> None:
     register(
         Architecture(
             name="cifar_seq",
-            builder="plugins.nets:CifarSeq",
+            aliases=("cifar",),
+            builder="zoo.plugins.nets:CifarSeq",
             summary="nn.Sequential of four 'same' 3x3 convs (32 channels), 512 hidden units",
             source="Keras-style nn.Sequential CIFAR-10 tutorial notebook",
             input_shape=(3, 32, 32),

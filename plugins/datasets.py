@@ -53,7 +53,7 @@ def _torchvision(class_name: str, split: str, root: Path, download: bool) -> tup
 
 @functools.lru_cache(maxsize=4)
 def _sevenseg(size: int, channels: int, split: str) -> tuple[Tensor, Tensor]:
-    from plugins.sevenseg import generate
+    from .sevenseg import generate
 
     n, seed = (10_000, 0) if split == "train" else (2_000, 1)
     return generate(n, size, channels, seed)

@@ -145,7 +145,7 @@ def test_training_runs_the_declared_layers_bit_for_bit(name: str) -> None:
 
 
 def test_training_pools_before_relu_only_where_they_commute() -> None:
-    from plugins.nets import _training_order
+    from zoo.plugins.nets import _training_order
 
     assert _training_order(REGISTRY.architectures["mnist_cnn32"].build().features) == [0, 2, 1, 3, 5, 4]
     lenet = REGISTRY.architectures["lenet_bn"].build().features  # sigmoid and average pooling do not commute

@@ -16,7 +16,7 @@ from conftest import FakeDist
 from safetensors import safe_open
 
 from zoo.cli import cli
-from zoo.export import ExportError, export
+from zoo.exporting import DEFAULT_ULPS, ExportError, export
 from zoo.loader import load_registry
 
 REGISTRY = load_registry()
@@ -50,7 +50,7 @@ def test_every_format_is_proven_for_a_trained_model(arch: str, trained: dict[str
     assert {(c.format, c.inputs, c.batch_size) for c in result.checks} == {
         (f, kind, b) for f in FORMATS for kind in ("real", "random") for b in (1, 2, 64)
     }
-    assert all(c.passed and c.max_abs <= 1e-5 + 1e-5 * 100 for c in result.checks)
+    assert all(c.passed and c.ulps <= DEFAULT_ULPS for c in result.checks)
     assert all(c.max_abs == 0 for c in result.checks if c.format == "safetensors"), "safetensors is bit-identical"
 
 
@@ -104,41 +104,71 @@ def test_one_format_and_the_newest_run_of_an_architecture(trained: dict[str, Pat
 
 
 BROKEN = """
+import copy
+
+import torch
+
 import zoo
-from exporters import formats
+from zoo.exporters import formats
 
-def write_noisy(model, example, meta, path, opset):
-    import copy, torch
-    noisy = copy.deepcopy(model)
-    with torch.no_grad():
-        next(noisy.parameters()).add_(1e-3)
-    formats.write_safetensors(noisy, example, meta, path, opset)
 
-def write_static(model, example, meta, path, opset):
-    import torch
+def perturbed(change):
+    def write(model, example, meta, path, opset):
+        model = copy.deepcopy(model)
+        with torch.no_grad():
+            change(model)
+        formats.write_onnx(model, example, meta, path, opset)
+
+    return write
+
+
+def all_weights(model):  # every parameter off by 1e-3
+    for p in model.parameters():
+        p.mul_(1 + 1e-3)
+
+
+def one_layer(model):  # the last layer's weights off by 1e-4
+    [p for n, p in model.named_parameters() if n.endswith("weight")][-1].mul_(1 + 1e-4)
+
+
+def no_bias(model):  # the last bias dropped
+    [p for n, p in model.named_parameters() if n.endswith("bias")][-1].zero_()
+
+
+def write_static(model, example, meta, path, opset):  # no dynamic batch axis
     torch.onnx.export(model, (example,), str(path), input_names=["input"], opset_version=opset, dynamo=False)
+
 
 @zoo.hookimpl
 def register_exporters(register):
-    register(zoo.Exporter(name="noisy", suffix=".noisy.safetensors", writer=write_noisy,
-                          runner=formats.run_safetensors, summary="off by 1e-3", exact=True))
+    for name, change in [("all_weights", all_weights), ("one_layer", one_layer), ("no_bias", no_bias)]:
+        register(zoo.Exporter(name=name, suffix=f".{name}.onnx", writer=perturbed(change), runner=formats.run_onnx,
+                              summary="a broken ONNX writer"))
     register(zoo.Exporter(name="static_onnx", suffix=".static.onnx", writer=write_static,
                           runner=formats.run_onnx, summary="no dynamic batch axis"))
 """
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the test's own static ONNX writer uses the legacy exporter
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the broken writers use the legacy exporter directly
+@pytest.mark.parametrize("arch", ARCHS)
 def test_a_format_that_is_not_equivalent_fails_and_writes_nothing(
-    fake_dist: FakeDist, trained: dict[str, Path], tmp_path: Path
+    arch: str, fake_dist: FakeDist, trained: dict[str, Path], tmp_path: Path
 ) -> None:
+    """Real errors stay far outside the float32 tolerance, for every built-in."""
     fake_dist("zoo-broken-formats", BROKEN)
-    result = zoo("export", str(trained["mnist_cnn6_16"]), "--format", "noisy", "--format", "static_onnx",
+    broken = ["all_weights", "one_layer", "no_bias", "static_onnx"]
+    result = zoo("export", str(trained[arch]), *(a for b in broken for a in ("--format", b)),
                  "--out", str(tmp_path / "out"))  # fmt: skip
     assert result.exit_code == 1
-    assert "zoo: error: not equivalent, so not written: noisy at batch size 1, 2, 64 (max abs " in result.stderr
+    for name in ("all_weights", "one_layer", "no_bias"):
+        assert f"{name} at batch size 1, 2, 64 (" in result.stderr, name
     assert "static_onnx: " in result.stderr and "Got invalid dimensions" in result.stderr
     assert "FAILED" in result.stdout  # the table of what was measured comes first
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["manifest.json"], "no file under a final name"
+    checks = json.loads((tmp_path / "out" / "manifest.json").read_text())["verification"]
+    for name in ("all_weights", "one_layer", "no_bias"):  # each fails by a wide margin, not by a hair
+        worst = max(c["ulps"] for c in checks if c["format"] == name)
+        assert worst > 2 * DEFAULT_ULPS, f"{name} is off by only {worst:.0f} float32 steps"
 
 
 @pytest.mark.parametrize(
@@ -180,7 +210,7 @@ def test_exported_files_predict_and_evaluate(trained: dict[str, Path], tmp_path:
         "mnist_cnn6_16.torchscript.pt",
         "mnist_cnn6_16.safetensors",
     ):
-        result = zoo("predict", str(tmp_path / name), str(tmp_path / "digit.png"), "--json")
+        result = zoo("predict", str(tmp_path / name), str(tmp_path / "digit.png"), "--json", "--trust")
         assert result.exit_code == 0, result.output
         answers.add(json.dumps(json.loads(result.stdout)[0]["top"][0][0]))
     assert len(answers) == 1, "every format predicts the same class"
@@ -207,5 +237,5 @@ def test_predict_with_onnx_never_imports_torch(trained: dict[str, Path], tmp_pat
 
 def test_library_export_raises_on_mismatch_with_the_result(trained: dict[str, Path], tmp_path: Path) -> None:
     with pytest.raises(ExportError) as info:
-        export(str(trained["lenet_bn"]), ["onnx"], out=tmp_path, atol=0.0, rtol=0.0)
+        export(str(trained["lenet_bn"]), ["onnx"], out=tmp_path, ulps=0.0)
     assert info.value.result is not None and not all(c.passed for c in info.value.result.checks)

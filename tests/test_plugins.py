@@ -45,7 +45,7 @@ def test_pyproject_entry_points_and_plugins_folder_agree() -> None:
     """Every module in plugins/ and exporters/ that implements a hook is declared in pyproject, and nothing else is."""
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]["zoo"]
     implementing = {
-        f"{path.parent.name}.{path.stem}"
+        f"zoo.{path.parent.name}.{path.stem}"
         for path in [*(ROOT / "plugins").glob("*.py"), *(ROOT / "exporters").glob("*.py")]
         if any(
             isinstance(node, ast.FunctionDef) and node.name.startswith("register_")

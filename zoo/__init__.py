@@ -9,11 +9,19 @@ from zoo.hookspecs import hookimpl
 from zoo.loader import get_registry, load_registry
 from zoo.registry import Architecture, Dataset, Exporter, Plugin, Recipe, Registry
 
-_LAZY = {"train": "zoo.training", "evaluate": "zoo.inference", "predict": "zoo.predict", "export": "zoo.export"}
+# No submodule is named like a function here, so these names are always the functions.
+_LAZY = {
+    "train": "zoo.training",
+    "evaluate": "zoo.inference",
+    "load": "zoo.inference",
+    "predict": "zoo.prediction",
+    "export": "zoo.exporting",
+}
 
 
 def __getattr__(name: str) -> object:
-    """``zoo.train``, ``zoo.evaluate``, ``zoo.predict`` and ``zoo.export`` import torch: they load on first use."""
+    """``zoo.train``, ``zoo.evaluate``, ``zoo.load``, ``zoo.predict`` and ``zoo.export`` import torch: they load on
+    first use."""
     if name in _LAZY:
         import importlib
 
@@ -38,6 +46,7 @@ __all__ = [
     "export",
     "get_registry",
     "hookimpl",
+    "load",
     "load_registry",
     "predict",
     "train",

@@ -41,6 +41,9 @@ class ZooGroup(click.Group):
                 ctx.exit(2)
             except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort, BrokenPipeError):
                 raise
+            except KeyboardInterrupt:  # Ctrl-C outside training's own handler (start-up, eval, export)
+                click.echo("zoo: interrupted", err=True)
+                ctx.exit(130)
             except Exception as exc:
                 if ctx.params.get("debug") or os.environ.get(DEBUG_ENV):
                     raise
@@ -254,7 +257,7 @@ def train(ctx: click.Context, /, architecture: str | None, dataset: str | None, 
     Unset options come from the architecture's recipe; `zoo info ARCHITECTURE` shows it.
     Ctrl-C saves a checkpoint to resume from.
     """
-    from zoo.training import Progress, TrainingInterrupted
+    from zoo.training import Progress, RunComplete, TrainingInterrupted
     from zoo.training import train as run_training
 
     if resume and (architecture or any(v is not None for k, v in options.items() if k not in ("device", "data_dir"))):
@@ -274,12 +277,16 @@ def train(ctx: click.Context, /, architecture: str | None, dataset: str | None, 
     except TrainingInterrupted as exc:
         click.echo(f"zoo: {exc}", err=True)
         ctx.exit(130)
+    except RunComplete as exc:
+        click.echo(f"zoo: {exc}", err=True)
+        return
     if as_json:
         click.echo(json.dumps(result.summary(), indent=2))
         return
     click.echo(f"run: {result.path}")
     click.echo(_evaluation_text(result.test, result.classes))
     click.echo(f"plots: {result.path / 'curves.png'}, confusion.png, misses.png")
+    click.echo(f"next: zoo eval {result.path} | zoo predict {result.path} IMAGE.png | zoo export {result.path}")
 
 
 def _evaluation_text(evaluation: Any, classes: Sequence[str]) -> str:
@@ -294,11 +301,12 @@ def _evaluation_text(evaluation: Any, classes: Sequence[str]) -> str:
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Where data sets are stored.")
 @click.option("--out", type=click.Path(file_okay=False), help="Where to write report.txt and the plots.")
 @click.option("--json", "as_json", is_flag=True, help="Print accuracy and per-class figures as JSON.")
-def eval_(weights: str, dataset: str | None, data_dir: str | None, out: str | None, as_json: bool) -> None:
+@click.option("--trust", is_flag=True, help="Load TorchScript and .pt2 files, which run code they carry.")
+def eval_(weights: str, dataset: str | None, data_dir: str | None, out: str | None, as_json: bool, trust: bool) -> None:
     """Score trained weights on DATASET's test split (default: the data set they were trained on)."""
     from zoo.inference import evaluate
 
-    result = evaluate(weights, dataset, data_dir=data_dir, out=out)
+    result = evaluate(weights, dataset, data_dir=data_dir, out=out, trust=trust)
     if as_json:
         precision, recall = result.evaluation.precision_recall()
         click.echo(json.dumps({
@@ -319,12 +327,14 @@ def eval_(weights: str, dataset: str | None, data_dir: str | None, out: str | No
 @click.option("--top-k", "-k", type=int, default=3, show_default=True, help="How many classes to show per image.")
 @click.option("--invert", is_flag=True, help="Invert grey levels first (dark ink on white paper, for MNIST models).")
 @click.option("--json", "as_json", is_flag=True, help="Print the predictions as JSON.")
+@click.option("--trust", is_flag=True, help="Load TorchScript and .pt2 files, which run code they carry.")
 @click.pass_context
-def predict(ctx: click.Context, weights: str, images: tuple[str, ...], top_k: int, invert: bool, as_json: bool) -> None:
+def predict(ctx: click.Context, weights: str, images: tuple[str, ...], top_k: int, invert: bool, as_json: bool,
+            trust: bool) -> None:  # fmt: skip
     """Classify image files (PNG, JPEG; any size or colour mode) with trained weights."""
-    from zoo.predict import predict as run_prediction  # imports only the file's own runtime
+    from zoo.prediction import predict as run_prediction  # imports only the file's own runtime
 
-    results = run_prediction(weights, images, top_k=top_k, invert=invert)
+    results = run_prediction(weights, images, top_k=top_k, invert=invert, trust=trust)
     for r in results:
         if r.error:
             click.echo(f"zoo: error: {r.error}", err=True)
@@ -351,8 +361,8 @@ def predict(ctx: click.Context, weights: str, images: tuple[str, ...], top_k: in
 @click.option("--runs-dir", type=click.Path(file_okay=False), default="runs", show_default=True,
               help="Where to look for the newest run of ARCH.")  # fmt: skip
 @click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset.")
-@click.option("--atol", type=float, default=1e-5, show_default=True, help="Largest absolute difference allowed.")
-@click.option("--rtol", type=float, default=1e-5, show_default=True, help="Relative tolerance added to --atol.")
+@click.option("--ulps", type=click.FloatRange(min=0), default=64, show_default=True,
+              help="Largest difference allowed, in float32 rounding steps at each output row's scale.")  # fmt: skip
 @click.option("--batch-sizes", default="1,2,64", show_default=True, help="Batch sizes the parity check runs.")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Where data sets are stored (for real inputs).")
 @click.option("--force", is_flag=True, help="Overwrite existing exported files.")
@@ -365,8 +375,8 @@ def export(target: str, safetensors: bool, torchscript: bool, onnx: bool, pt2: b
     """
     from dataclasses import asdict
 
-    from zoo.export import ExportError
-    from zoo.export import export as run_export
+    from zoo.exporting import ExportError
+    from zoo.exporting import export as run_export
 
     flags = {"safetensors": safetensors, "torchscript": torchscript, "onnx": onnx, "pt2": pt2}
     formats = None if all_formats else [name for name, on in flags.items() if on] + list(extra) or None

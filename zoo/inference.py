@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,14 +13,14 @@ from torch import nn
 
 from zoo import checkpoint, evaluation, plots, runs
 from zoo.data import Normalizer, Split, resolve_data_dir
-from zoo.errors import ZooError
+from zoo.errors import DataWarning, ZooError
 from zoo.files import write_text
 from zoo.folders import find_dataset
 from zoo.loader import get_registry
-from zoo.predict import load_runner
+from zoo.prediction import load_runner
 from zoo.registry import format_shape
 
-__all__ = ["EvalResult", "evaluate", "load_model"]
+__all__ = ["EvalResult", "evaluate", "load", "load_model", "recorded_data_dir"]
 
 
 def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
@@ -32,6 +34,27 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     model = arch.build(tuple(meta["input_shape"]), len(meta["classes"]))
     _load_weights(model, saved.weights, source)
     return model.eval(), meta
+
+
+def load(path: str | Path) -> nn.Module:
+    """The trained model in a run directory or a zoo safetensors file, in eval mode.
+
+    Its metadata (classes, input shape, mean and std, the data set, the training settings) is ``model.zoo_meta``.
+    """
+    model, meta = load_model(path)
+    model.__dict__["zoo_meta"] = meta  # a plain attribute: nn.Module's __setattr__ would type-check it
+    return model
+
+
+def recorded_data_dir(path: str | Path) -> str | None:
+    """The ``--data-dir`` a run was trained with, from its config.json, for a run directory or a file inside one."""
+    source = Path(path)
+    config = (source if source.is_dir() else source.parent) / runs.CONFIG
+    try:
+        given = json.loads(config.read_text()).get("data_dir")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return given if isinstance(given, str) and Path(given).is_dir() else None
 
 
 @dataclass
@@ -51,14 +74,20 @@ class EvalResult:
 
 
 def evaluate(
-    path: str | Path, dataset: str | None = None, *, data_dir: str | Path | None = None, out: str | Path | None = None
+    path: str | Path,
+    dataset: str | None = None,
+    *,
+    data_dir: str | Path | None = None,
+    out: str | Path | None = None,
+    trust: bool = False,
 ) -> EvalResult:
     """Score trained weights or an exported file on a data set's test split (default: the one they were trained on).
 
     Writes report.txt, confusion.png and misses.png to ``out`` (default: ``RUN/eval-DATASET``,
-    or ``WEIGHTS-eval-DATASET`` beside a weights file).
+    or ``WEIGHTS-eval-DATASET`` beside a weights file).  The data directory defaults to the one
+    the run was trained with.  ``trust=True`` allows formats whose files can run code (TorchScript, .pt2).
     """
-    run, meta = load_runner(path)
+    run, meta = load_runner(path, trust)
     c, h, _ = meta["input_shape"]
     ds = find_dataset(dataset or meta["dataset"], image_size=h, grayscale=c == 1)
     trained = (tuple(meta["input_shape"]), len(meta["classes"]))
@@ -67,7 +96,14 @@ def evaluate(
             f"{path} was trained on {format_shape(trained[0])} images in {trained[1]} classes; "
             f"{ds.name} has {format_shape(ds.shape)} images in {ds.num_classes}: pick a data set of the same shape"
         )
-    images, labels = ds.load("test", resolve_data_dir(data_dir))
+    if ds.classes != tuple(meta["classes"]):
+        warnings.warn(
+            f"{ds.name}'s classes ({', '.join(ds.classes[:3])}, ...) are not the ones {path} was trained on "
+            f"({', '.join(meta['classes'][:3])}, ...): the accuracy counts label indices that mean different things",
+            DataWarning,
+            stacklevel=2,
+        )
+    images, labels = ds.load("test", resolve_data_dir(data_dir or recorded_data_dir(path)))
     split = Split(images, labels)
     # Normalise as the training data was, whatever data set is scored now.
     normalize = Normalizer(meta["mean"], meta["std"], torch.device("cpu"), False)

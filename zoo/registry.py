@@ -202,6 +202,9 @@ class Exporter:
     """Outputs must be bit-identical to the model's, not merely within tolerance."""
     notice: str = ""
     """Said once to the user when the format is written (a deprecation, say)."""
+    runs_code: bool = False
+    """Loading a file of this format can run code the file carries (pickle, TorchScript, torch.export):
+    zoo loads such a file only when the user trusts it (``--trust``, ``trust=True``)."""
 
     def __post_init__(self) -> None:
         _check_name("exporter", self.name, self.aliases)

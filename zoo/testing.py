@@ -49,7 +49,7 @@ def check_architecture(arch: Architecture, registry: Registry | None = None) -> 
     """Metadata, recipes, a model for every data set, output shapes, a training step that learns, every export."""
     import torch
 
-    from zoo.export import export
+    from zoo.exporting import export
     from zoo.training import resolve_config
 
     registry = registry or get_registry()

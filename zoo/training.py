@@ -33,7 +33,16 @@ from zoo.folders import find_dataset
 from zoo.loader import get_registry
 from zoo.registry import Architecture, Dataset, Recipe
 
-__all__ = ["OPTIMIZERS", "SCHEDULES", "RunResult", "TrainConfig", "TrainingInterrupted", "train", "train_one_epoch"]
+__all__ = [
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "RunComplete",
+    "RunResult",
+    "TrainConfig",
+    "TrainingInterrupted",
+    "train",
+    "train_one_epoch",
+]
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "onecycle", "cosine")
@@ -171,6 +180,10 @@ def _keep_freed_memory() -> None:
 
 class TrainingInterrupted(ZooError):
     """Training stopped on SIGINT or SIGTERM after saving a checkpoint it can resume from."""
+
+
+class RunComplete(ZooError):
+    """``resume`` named a run that has already trained for all its epochs: there is nothing to continue."""
 
 
 @contextmanager
@@ -411,6 +424,11 @@ def train(
             optimizer.load_state_dict(last.optimizer)
             _match_layouts(optimizer)
         history, state = last.meta["history"], EpochState(**last.meta["progress"])
+        if state.epoch >= config.epochs or state.epoch * steps_per_epoch + state.step >= total_steps:
+            raise RunComplete(
+                f"run {path} is complete ({len(history)} epochs); nothing to resume. "
+                f"Use it with `zoo eval {path}`, or start a new run with `zoo train`"
+            )
     else:
         path = runs.create(Path(runs_dir) if runs_dir else None, Path(out) if out else None, f"{arch.name}-{ds.name}")
         write_json(path / runs.CONFIG, {

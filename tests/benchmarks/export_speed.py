@@ -24,7 +24,7 @@ import onnxruntime
 import torch
 
 import zoo
-from zoo.export import export
+from zoo.exporting import export
 from zoo.inference import load_model
 
 

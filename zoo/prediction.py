@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 
 from zoo import runs
 from zoo.errors import ZooError
+from zoo.files import sha256
 from zoo.images import read_image
 from zoo.loader import get_registry
 from zoo.registry import Exporter
@@ -65,13 +67,38 @@ def exporter_for(path: Path) -> Exporter:
     return max(matches, key=lambda e: len(e.suffix))
 
 
-def load_runner(path: str | Path) -> tuple[Callable[[np.ndarray], np.ndarray], dict[str, Any]]:
+def _check_manifest(path: Path) -> None:
+    """Refuse a file whose sha256 differs from the one recorded in the ``manifest.json`` written beside it."""
+    manifest = path.parent / "manifest.json"
+    if not manifest.is_file() or manifest.stat().st_size > 1 << 20:
+        return
+    try:
+        files = json.loads(manifest.read_text())["files"]
+        recorded = next(e["sha256"] for e in files.values() if e.get("path") == path.name)
+    except (ValueError, KeyError, TypeError, AttributeError, StopIteration):
+        return  # not a manifest zoo wrote, or it does not list this file
+    actual = sha256(path)
+    if actual != recorded:
+        raise ZooError(
+            f"{path} is not the file {manifest} lists: its sha256 is {actual}, the manifest says {recorded}; "
+            f"it was changed after export, so zoo will not load it (export it again)"
+        )
+
+
+def load_runner(path: str | Path, trust: bool = False) -> tuple[Callable[[np.ndarray], np.ndarray], dict[str, Any]]:
     """A function from normalised float32 batches to scores, and the metadata, for a run or any exported file.
 
     Only the file's own runtime is imported: an .onnx file needs onnxruntime, not torch.
+    A format whose files can run code (TorchScript, .pt2) is loaded only with ``trust=True``.
     """
     source = runs.find_weights(Path(path))
     exporter = exporter_for(source)
+    if exporter.runs_code and not trust:
+        raise ZooError(
+            f"{source} is a {exporter.name} file, and loading one runs code it carries; load it only from a source "
+            f"you trust, with --trust (trust=True in Python), or use its .onnx or .safetensors export"
+        )
+    _check_manifest(source)
     try:
         run, meta = exporter.load(source)
     except ZooError:
@@ -86,7 +113,12 @@ def load_runner(path: str | Path) -> tuple[Callable[[np.ndarray], np.ndarray], d
     return run, meta
 
 
-def predict(path: str | Path, images: Sequence[str | Path], top_k: int = 3, invert: bool = False) -> list[Prediction]:
-    """The ``top_k`` classes for each image file; an unreadable file gets an error and the others still run."""
-    run, meta = load_runner(path)
+def predict(
+    path: str | Path, images: Sequence[str | Path], top_k: int = 3, invert: bool = False, *, trust: bool = False
+) -> list[Prediction]:
+    """The ``top_k`` classes for each image file; an unreadable file gets an error and the others still run.
+
+    ``trust=True`` allows formats whose files can run code when loaded (TorchScript, .pt2).
+    """
+    run, meta = load_runner(path, trust)
     return classify(run, meta, images, top_k, invert)
