@@ -8,6 +8,7 @@ import signal
 import stat
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ import torch
 from click.testing import CliRunner, Result
 from safetensors import safe_open
 
+import zoo as library
 from zoo import checkpoint
 from zoo.cli import cli
 from zoo.errors import ZooError
@@ -258,8 +260,6 @@ def test_atomic_writes_leave_the_previous_file_on_failure(tmp_path: Path) -> Non
 
 
 def test_library_api_matches_the_cli(tmp_path: Path) -> None:
-    import zoo as library
-
     result = library.train("cnn32", "sevenseg", out=tmp_path / "r", epochs=1, limit=500, progress="none")
     assert result.path == tmp_path / "r" and 0 <= result.test_accuracy <= 1
     assert library.evaluate(result.path).accuracy == pytest.approx(result.test_accuracy)
@@ -314,3 +314,55 @@ def test_a_device_that_is_not_there(tmp_path: Path) -> None:
         pytest.skip("this machine has CUDA")
     result = zoo("train", "cnn6", "sevenseg", "--device", "cuda", "--out", str(tmp_path / "r"), *SMALL)
     assert result.exit_code == 1 and "--device cuda: PyTorch sees no such device here" in result.stderr
+
+
+def test_a_dark_digit_on_white_paper_is_inverted_by_itself(run_dir: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    images, labels = load_registry().datasets["sevenseg"].load("test", tmp_path)
+    expected = [str(int(label)) for label in labels[:4]]
+    paths = []
+    for i in range(4):
+        paths.append(tmp_path / f"paper{i}.png")
+        Image.fromarray(255 - images[i, 0].numpy()).save(paths[-1])  # dark ink, light paper
+    auto = library.predict(run_dir, paths)
+    assert [p.inverted for p in auto] == [True] * 4 and [p.top[0][0] for p in auto] == expected
+    assert not any(p.inverted for p in library.predict(run_dir, paths, invert=False))
+    shown = zoo("predict", str(run_dir), str(paths[0]))
+    assert "(inverted: its background is the opposite of the training images')" in shown.stdout
+    original = tmp_path / "screen.png"
+    Image.fromarray(images[0, 0].numpy()).save(original)  # light ink on a dark background, as trained
+    assert not library.predict(run_dir, [original])[0].inverted
+
+
+def test_train_says_what_to_do_next_and_a_complete_run_has_nothing_to_resume(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = zoo("train", "cnn6", "sevenseg", "--epochs", "1", "--max-steps", "3", "--out", str(out), *SMALL)
+    assert result.exit_code == 0, result.output
+    assert f"next: zoo eval {out} | zoo predict {out} IMAGE.png | zoo export {out}" in result.stdout
+    before = (out / "best.safetensors").read_bytes()
+    resumed = zoo("train", "--resume", str(out))
+    assert resumed.exit_code == 0 and f"run {out} is complete (1 epochs); nothing to resume" in resumed.stderr
+    assert (out / "best.safetensors").read_bytes() == before
+
+
+def test_eval_uses_the_runs_data_dir_and_warns_when_class_names_differ(
+    idx_root: Callable[[str, int], Path], tmp_path: Path
+) -> None:
+    root = idx_root("MNIST", 64)
+    idx_root("FashionMNIST", 64)
+    out = tmp_path / "run"
+    assert zoo("train", "cnn6", "mnist", "--data-dir", str(root), "--epochs", "1", "--out", str(out),
+                   "--batch-size", "16", "--quiet").exit_code == 0  # fmt: skip
+    result = zoo("eval", str(out), "--json")  # no --data-dir: the run's own
+    assert result.exit_code == 0, result.output
+    other = zoo("eval", str(out), "fashionmnist")
+    assert other.exit_code == 0, other.output
+    assert "zoo: warning: fashionmnist's classes (T-shirt/top, Trouser, Pullover, ...) are not the ones" in other.stderr
+
+
+def test_load_gives_an_eval_mode_module_with_its_metadata(run_dir: Path) -> None:
+    model = library.load(run_dir)
+    assert isinstance(model, torch.nn.Module) and not model.training
+    assert model.zoo_meta["classes"] == list("0123456789") and model.zoo_meta["architecture"] == "mnist_cnn6_16"
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)

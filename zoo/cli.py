@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from zoo import __version__
-from zoo.errors import PluginWarning, ZooError
+from zoo.errors import DataWarning, PluginWarning, ZooError
 from zoo.loader import get_registry
 from zoo.registry import Architecture, Dataset, Registry, format_shape
 
@@ -32,6 +32,7 @@ class ZooGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         with warnings.catch_warnings():
             warnings.simplefilter("always", PluginWarning)
+            warnings.simplefilter("always", DataWarning)
             warnings.showwarning = _show_warning
             try:
                 return super().invoke(ctx)
@@ -325,11 +326,13 @@ def eval_(weights: str, dataset: str | None, data_dir: str | None, out: str | No
 @click.argument("weights", metavar="RUN_OR_WEIGHTS", type=click.Path())
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 @click.option("--top-k", "-k", type=int, default=3, show_default=True, help="How many classes to show per image.")
-@click.option("--invert", is_flag=True, help="Invert grey levels first (dark ink on white paper, for MNIST models).")
+@click.option("--invert/--no-invert", default=None,
+              help="Invert grey levels, or never [default: when the image's background is the opposite of the "
+                   "training data's, such as dark ink on white paper for MNIST models].")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the predictions as JSON.")
 @click.option("--trust", is_flag=True, help="Load TorchScript and .pt2 files, which run code they carry.")
 @click.pass_context
-def predict(ctx: click.Context, weights: str, images: tuple[str, ...], top_k: int, invert: bool, as_json: bool,
+def predict(ctx: click.Context, weights: str, images: tuple[str, ...], top_k: int, invert: bool | None, as_json: bool,
             trust: bool) -> None:  # fmt: skip
     """Classify image files (PNG, JPEG; any size or colour mode) with trained weights."""
     from zoo.prediction import predict as run_prediction  # imports only the file's own runtime
@@ -339,9 +342,11 @@ def predict(ctx: click.Context, weights: str, images: tuple[str, ...], top_k: in
         if r.error:
             click.echo(f"zoo: error: {r.error}", err=True)
         elif not as_json:
-            click.echo(f"{r.image}: " + ", ".join(f"{name} {p:.1%}" for name, p in r.top))
+            note = " (inverted: its background is the opposite of the training images')" if r.inverted else ""
+            click.echo(f"{r.image}: " + ", ".join(f"{name} {p:.1%}" for name, p in r.top) + note)
     if as_json:
-        click.echo(json.dumps([{"image": str(r.image), "top": r.top, "error": r.error or None} for r in results]))
+        click.echo(json.dumps([{"image": str(r.image), "top": r.top, "inverted": r.inverted, "error": r.error or None}
+                               for r in results]))  # fmt: skip
     if any(r.error for r in results):
         ctx.exit(1)
 

@@ -10,10 +10,16 @@ from zoo.errors import ZooError
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["read_image"]
+__all__ = ["light_background", "read_image"]
 
 
-def read_image(path: Path, shape: tuple[int, int, int], invert: bool = False) -> np.ndarray:
+def light_background(pixels: np.ndarray) -> bool:
+    """Whether an image's border (its outermost two pixels all round) is mostly light: dark ink on white paper."""
+    border = [pixels[..., :2, :], pixels[..., -2:, :], pixels[..., :, :2], pixels[..., :, -2:]]
+    return float(sum(b.sum() for b in border)) / sum(b.size for b in border) > 127.5
+
+
+def read_image(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
     """An image file of any size and colour mode as uint8 C×H×W for a model taking ``shape`` (C, H, W)."""
     import numpy as np
     from PIL import Image, ImageOps, UnidentifiedImageError
@@ -22,8 +28,6 @@ def read_image(path: Path, shape: tuple[int, int, int], invert: bool = False) ->
         with Image.open(path) as file:
             img = ImageOps.exif_transpose(file).convert("L" if shape[0] == 1 else "RGB")
         img = img.resize((shape[2], shape[1]), Image.Resampling.BILINEAR)
-        if invert:
-            img = ImageOps.invert(img)
     except FileNotFoundError as exc:
         raise ZooError(f"{path} does not exist; check the path") from exc
     except (UnidentifiedImageError, OSError, ValueError) as exc:

@@ -13,7 +13,7 @@ import numpy as np
 from zoo import runs
 from zoo.errors import ZooError
 from zoo.files import sha256
-from zoo.images import read_image
+from zoo.images import light_background, read_image
 from zoo.loader import get_registry
 from zoo.registry import Exporter
 
@@ -26,6 +26,8 @@ class Prediction:
     top: list[tuple[str, float]] = field(default_factory=list)
     """(class name, probability), most likely first."""
     error: str = ""
+    inverted: bool = False
+    """The grey levels were inverted first (``invert``, or its background was the opposite of the training data's)."""
 
 
 def classify(
@@ -33,9 +35,13 @@ def classify(
     meta: dict[str, Any],
     images: Sequence[str | Path],
     top_k: int,
-    invert: bool,
+    invert: bool | None,
 ) -> list[Prediction]:
-    """Top-``top_k`` classes per image: read and normalised as the training data was, then ``run``."""
+    """Top-``top_k`` classes per image: read and normalised as the training data was, then ``run``.
+
+    ``invert=None`` inverts a grey image whose background is the opposite of the training data's
+    (a dark digit on white paper for an MNIST model), judged by its border against the data's mean.
+    """
     if top_k < 1:
         raise ZooError(f"--top-k must be at least 1, got {top_k}")
     c, h, w = meta["input_shape"]
@@ -44,16 +50,19 @@ def classify(
     results = []
     for image in map(Path, images):
         try:
-            pixels = read_image(image, (c, h, w), invert)
+            pixels = read_image(image, (c, h, w))
         except ZooError as exc:
             results.append(Prediction(image, error=str(exc)))
             continue
+        flip = invert if invert is not None else c == 1 and light_background(pixels) != (float(mean.mean()) > 0.5)
+        if flip:
+            pixels = 255 - pixels
         x = ((pixels[None].astype(np.float32) / 255 - mean) / std).astype(np.float32)
         scores = run(x)[0].astype(np.float64)
         probabilities = np.exp(scores - scores.max())
         probabilities /= probabilities.sum()
         best = np.argsort(-probabilities)[:top_k]
-        results.append(Prediction(image, [(meta["classes"][i], float(probabilities[i])) for i in best]))
+        results.append(Prediction(image, [(meta["classes"][i], float(probabilities[i])) for i in best], inverted=flip))
     return results
 
 
@@ -114,9 +123,16 @@ def load_runner(path: str | Path, trust: bool = False) -> tuple[Callable[[np.nda
 
 
 def predict(
-    path: str | Path, images: Sequence[str | Path], top_k: int = 3, invert: bool = False, *, trust: bool = False
+    path: str | Path,
+    images: Sequence[str | Path],
+    top_k: int = 3,
+    invert: bool | None = None,
+    *,
+    trust: bool = False,
 ) -> list[Prediction]:
     """The ``top_k`` classes for each image file; an unreadable file gets an error and the others still run.
+
+    ``invert``: True or False forces grey levels inverted or not; None (the default) decides per image.
 
     ``trust=True`` allows formats whose files can run code when loaded (TorchScript, .pt2).
     """
