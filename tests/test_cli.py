@@ -153,3 +153,15 @@ def test_python_dash_m_zoo_and_heavy_imports() -> None:
     assert "lenet_bn" in run("list").stdout
     result = run("info", "nope")
     assert result.returncode == 1 and result.stderr.startswith("zoo: error: unknown name 'nope'")
+
+
+@pytest.mark.slow
+def test_plugins_and_exporters_folders_in_the_working_directory_do_not_shadow_the_built_ins(tmp_path: Path) -> None:
+    """zoo installs its built-ins as zoo.plugins and zoo.exporters: a user's ./plugins package is theirs alone."""
+    for name in ("plugins", "exporters"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text("raise ImportError('the user's own package')\n")
+        (tmp_path / name / "architectures.py").write_text("raise ImportError('the user's own module')\n")
+    result = subprocess.run([sys.executable, "-m", "zoo", "list"], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0 and result.stderr == ""
+    assert "lenet_bn" in result.stdout and "sevenseg" in result.stdout

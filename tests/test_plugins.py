@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -171,3 +172,35 @@ def test_hookspecs_are_the_documented_contract() -> None:
     assert zoo.hookimpl is hookspecs.hookimpl
     for name in specs:
         assert getattr(hookspecs, name).__doc__
+
+
+NEAR_NAMES = """
+import zoo
+
+@zoo.hookimpl
+def register_architectures(register):
+    register(zoo.Architecture(name="lenet_plain", builder="zoo.plugins.nets:LeNetBN", summary="LeNet, plainer"))
+    register(zoo.Architecture(name="cnn32_wide", builder="zoo.plugins.nets:MnistCNN32", summary="wider"))
+"""
+
+
+def test_the_built_in_short_names_stay_unambiguous_beside_plugins_with_near_names(
+    fake_dist: FakeDist, idx_root: Callable[[str, int], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`zoo train lenet fashionmnist` and `zoo export cnn32 --onnx` mean the built-ins: aliases beat word prefixes."""
+    fake_dist("zoo-near-names", NEAR_NAMES)
+    registry = get_registry()
+    assert {"lenet_plain", "cnn32_wide"} <= set(registry.architectures)
+    assert [registry.architecture(n).name for n in ("lenet", "cnn32", "cnn6", "cifar")] == [
+        "lenet_bn", "mnist_cnn32", "mnist_cnn6_16", "cifar_seq"]  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    data = idx_root("FashionMNIST", 64)
+    runner = CliRunner()
+    trained = runner.invoke(cli, ["train", "lenet", "fashionmnist", "--data-dir", str(data), "--max-steps", "2",
+                                  "--quiet"])  # fmt: skip
+    assert trained.exit_code == 0, trained.output
+    assert [p.name.split("-")[0] for p in (tmp_path / "runs").iterdir()] == ["lenet_bn"]
+    assert runner.invoke(cli, ["train", "cnn32", "sevenseg", "--max-steps", "2", "--quiet"]).exit_code == 0
+    exported = runner.invoke(cli, ["export", "cnn32", "--onnx"])
+    assert exported.exit_code == 0, exported.output
+    assert list((tmp_path / "runs").glob("mnist_cnn32-sevenseg-*/export/mnist_cnn32.onnx"))

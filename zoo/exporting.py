@@ -171,7 +171,7 @@ def _verify(exporter: Exporter, path: Path, model: torch.nn.Module, inputs: list
 
 
 def export(
-    target: str,
+    target: str | Path,
     formats: Sequence[str] | None = None,
     *,
     weights: str | None = None,
@@ -194,7 +194,7 @@ def export(
     exporters = [registry.exporter(f) for f in formats] if formats else list(registry.exporters.values())
     if not batch_sizes or min(batch_sizes) < 1:
         raise ZooError("--batch-sizes must be positive integers, such as 1,2,64")
-    model, meta, name, default_out, origin = _source(target, weights, Path(runs_dir), untrained)
+    model, meta, name, default_out, origin = _source(str(target), weights, Path(runs_dir), untrained)
     model.eval()
     training_only = ("history", "progress")  # a checkpoint's resume state means nothing in an export
     meta = {**{k: v for k, v in meta.items() if k not in training_only}, "opset": opset, "zoo_version": zoo.__version__}
