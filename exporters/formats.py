@@ -83,12 +83,17 @@ def write_onnx(model: nn.Module, example: torch.Tensor, meta: dict[str, Any], pa
     onnx.save(proto, str(path))
 
 
-def _onnx_metadata(props: dict[str, str]) -> dict[str, Any]:
+def _onnx_metadata(path: Path, props: dict[str, str]) -> dict[str, Any]:
+    """metadata_props as written by write_onnx: JSON values, and plain strings where a value is not JSON."""
+    from zoo.card import parse_json_value
+
     meta: dict[str, Any] = {}
     for key, value in props.items():
         try:
-            meta[key] = json.loads(value)
-        except json.JSONDecodeError:
+            meta[key] = parse_json_value(path, key, value)
+        except zoo.ZooError:
+            if len(value) > 4096:
+                raise
             meta[key] = value
     return meta
 
@@ -113,7 +118,7 @@ def run_onnx(path: Path) -> tuple[Run, dict[str, Any]]:
     def run(x: np.ndarray) -> np.ndarray:
         return session.run(None, {name: x})[0]  # type: ignore[no-any-return]
 
-    return run, _onnx_metadata(session.get_modelmeta().custom_metadata_map)
+    return run, _onnx_metadata(path, session.get_modelmeta().custom_metadata_map)
 
 
 # torch.export: TorchScript's successor; an ExportedProgram with a dynamic batch dimension.

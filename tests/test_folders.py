@@ -106,9 +106,14 @@ def test_train_eval_predict_and_export_on_a_folder(tmp_path: Path) -> None:
     assert meta["dataset"] == str(root.resolve()) and meta["classes"] == ["cat", "dog"]
     assert meta["input_shape"] == [1, 28, 28] and meta["mean"] == list(folder_dataset(root, image_size=28).mean)
 
-    assert CliRunner().invoke(cli, ["eval", str(run), "--out", str(tmp_path / "e")]).exit_code == 0
-    exported = CliRunner().invoke(cli, ["export", str(run), "--onnx"])
-    assert exported.exit_code == 0 and "real" in exported.output, "the folder's test images feed the parity check"
+    # A folder recorded in a file is read only when named again.
+    unnamed = CliRunner().invoke(cli, ["eval", str(run)])
+    assert unnamed.exit_code == 1 and f"was trained on the folder {root.resolve()}; name the data set" in unnamed.stderr
+    assert CliRunner().invoke(cli, ["eval", str(run), str(root), "--out", str(tmp_path / "e")]).exit_code == 0
+    alone = CliRunner().invoke(cli, ["export", str(run), "--onnx", "--out", str(tmp_path / "x")])
+    assert alone.exit_code == 0 and " real " not in alone.stdout and "pass --dataset" in alone.stderr
+    exported = CliRunner().invoke(cli, ["export", str(run), "--onnx", "--dataset", str(root)])
+    assert exported.exit_code == 0 and " real " in exported.output, "the folder's test images feed the parity check"
     dog = sorted((root / "dog").iterdir())[0]
     predicted = CliRunner().invoke(cli, ["predict", str(run / "export" / "mnist_cnn6_16.onnx"), str(dog), "--json"])
     assert json.loads(predicted.stdout)[0]["top"][0][0] == "dog"

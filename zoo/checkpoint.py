@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from zoo.card import parse_json_value
 from zoo.errors import ZooError
 from zoo.files import atomic_path
 
@@ -63,8 +64,10 @@ def load(path: Path) -> Checkpoint:
         raise ZooError(f"{path} is not a readable safetensors checkpoint ({exc}); give a file written by zoo") from exc
     if _JSON_KEYS not in text:
         raise ZooError(f"{path} has no zoo metadata; give a checkpoint written by `zoo train`")
-    json_keys = set(json.loads(text.pop(_JSON_KEYS)))
-    meta = {k: json.loads(v) if k in json_keys else v for k, v in text.items()}
+    json_keys = parse_json_value(path, _JSON_KEYS, text.pop(_JSON_KEYS))
+    if not isinstance(json_keys, list):
+        raise ZooError(f"{path} has invalid zoo metadata: {_JSON_KEYS} is not a list; use a file written by zoo")
+    meta = {k: parse_json_value(path, k, v) if k in json_keys else v for k, v in text.items()}
     weights = {k: v for k, v in tensors.items() if not k.startswith(_OPTIMIZER + "/")}
     optimizer = None
     if _OPTIMIZER in meta:

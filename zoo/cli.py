@@ -370,6 +370,8 @@ def predict(ctx: click.Context, weights: str, images: tuple[str, ...], top_k: in
               help="Largest difference allowed, in float32 rounding steps at each output row's scale.")  # fmt: skip
 @click.option("--batch-sizes", default="1,2,64", show_default=True, help="Batch sizes the parity check runs.")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Where data sets are stored (for real inputs).")
+@click.option("--dataset", metavar="DATASET_OR_FOLDER",
+              help="Whose test images feed the parity check [default: the data set trained on].")  # fmt: skip
 @click.option("--force", is_flag=True, help="Overwrite existing exported files.")
 @click.option("--json", "as_json", is_flag=True, help="Print the verification table as JSON.")
 def export(target: str, safetensors: bool, torchscript: bool, onnx: bool, pt2: bool, extra: tuple[str, ...],

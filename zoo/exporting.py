@@ -13,6 +13,7 @@ import torch
 
 import zoo
 from zoo import runs
+from zoo.card import ModelCard
 from zoo.data import Normalizer, resolve_data_dir
 from zoo.errors import ZooError
 from zoo.files import atomic_path, sha256, write_json
@@ -118,24 +119,30 @@ def _source(
 
 
 def _inputs(
-    meta: dict[str, Any], batch_sizes: Sequence[int], data_dir: str | Path | None, notices: list[str]
+    card: ModelCard, batch_sizes: Sequence[int], dataset: str | None, data_dir: str | Path | None, notices: list[str]
 ) -> list[tuple[str, np.ndarray]]:
-    """Real test images of the model's data set where they are at hand, and random ones in the normalised range.
+    """Real test images where they are at hand, and random ones in the normalised range.
 
-    When the data set's files are not at hand, that is said in ``notices``.
+    The images are ``dataset``'s (a name or a folder), else those of the registered data set the model
+    was trained on; a folder recorded in the file is read only when named.  Without them, ``notices`` says so.
     """
-    shape, largest = tuple(meta["input_shape"]), max(batch_sizes)
+    c, h, _ = shape = card.input_shape
+    largest = max(batch_sizes)
     generator = torch.Generator().manual_seed(0)
     batches: list[tuple[str, np.ndarray]] = []
     real = None
-    if meta.get("dataset"):
+    if dataset is None and card.dataset_is_folder:
+        notices.append(f"compared on random inputs only: the model was trained on the folder {card.dataset}; "
+                       f"pass --dataset {card.dataset} to compare on its test images too")  # fmt: skip
+    elif dataset or card.dataset:
         try:
-            found = find_dataset(meta["dataset"], image_size=shape[1], grayscale=shape[0] == 1)
+            found = (find_dataset(dataset, image_size=h, grayscale=c == 1) if dataset
+                     else get_registry().dataset(str(card.dataset)))  # fmt: skip
             images, _ = found.load("test", resolve_data_dir(data_dir), download=False)
         except ZooError as exc:
             notices.append(f"compared on random inputs only: {exc}")
         else:
-            normalize = Normalizer(meta["mean"], meta["std"], torch.device("cpu"), channels_last=False)
+            normalize = Normalizer(card.mean, card.std, torch.device("cpu"), channels_last=False)
             real = normalize(images[:largest]).numpy()
     for b in batch_sizes:
         if real is not None:
@@ -183,6 +190,7 @@ def export(
     force: bool = False,
     untrained: bool = False,
     data_dir: str | Path | None = None,
+    dataset: str | None = None,
 ) -> ExportResult:
     """Export ``target`` (a run directory, a weights file, or an architecture's newest run) to ``formats``.
 
@@ -209,7 +217,8 @@ def export(
         raise ZooError(f"cannot write to {result.out} ({exc.strerror}); pass --out DIR") from exc
 
     example = torch.zeros(2, *meta["input_shape"])
-    inputs = _inputs(meta, batch_sizes, data_dir or (origin and recorded_data_dir(origin)), result.notices)
+    data_dir = data_dir or (origin and recorded_data_dir(origin))
+    inputs = _inputs(ModelCard.parse(meta, target), batch_sizes, dataset, data_dir, result.notices)
     failures = []
     for exporter in exporters:
         try:

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from zoo import checkpoint, evaluation, plots, runs
+from zoo.card import ModelCard
 from zoo.data import Normalizer, Split, resolve_data_dir
 from zoo.errors import DataWarning, ZooError
 from zoo.files import write_text
@@ -24,16 +25,32 @@ __all__ = ["EvalResult", "evaluate", "load", "load_model", "recorded_data_dir"]
 
 
 def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """The model in a run directory (its best checkpoint) or a checkpoint file, in eval mode, and its metadata."""
+    """The model in a run directory (its best checkpoint) or a checkpoint file, in eval mode, and its metadata.
+
+    The metadata is validated, and the file's tensor shapes are compared with the architecture's on
+    PyTorch's meta device (which allocates nothing), before the model is built for real.
+    """
     from zoo.training import _load_weights
 
     source = runs.find_weights(Path(path))
     saved = checkpoint.load(source)
-    meta = saved.meta
-    arch = get_registry().architecture(meta["architecture"])
-    model = arch.build(tuple(meta["input_shape"]), len(meta["classes"]))
+    card = ModelCard.parse(saved.meta, source)
+    arch = get_registry().architecture(card.architecture)
+    with torch.device("meta"):
+        skeleton = arch.build(card.input_shape, card.num_classes)
+    expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in saved.weights.items()}
+    if expected != found:
+        wrong = sorted(k for k in expected.keys() & found.keys() if expected[k] != found[k])
+        detail = (f"tensor {wrong[0]} is {found[wrong[0]]} in the file, {expected[wrong[0]]} in the model" if wrong else
+                  f"tensors differ: {', '.join(sorted(expected.keys() ^ found.keys())[:3])}")  # fmt: skip
+        raise ZooError(
+            f"the weights in {source} do not fit {arch.name} for {format_shape(card.input_shape)} images in "
+            f"{card.num_classes} classes ({detail}); give the file its own metadata, as `zoo train` writes it"
+        )
+    model = arch.build(card.input_shape, card.num_classes)
     _load_weights(model, saved.weights, source)
-    return model.eval(), meta
+    return model.eval(), card.to_meta()
 
 
 def load(path: str | Path) -> nn.Module:
@@ -88,8 +105,13 @@ def evaluate(
     the run was trained with.  ``trust=True`` allows formats whose files can run code (TorchScript, .pt2).
     """
     run, meta = load_runner(path, trust)
-    c, h, _ = meta["input_shape"]
-    ds = find_dataset(dataset or meta["dataset"], image_size=h, grayscale=c == 1)
+    card = ModelCard.parse(meta, path)
+    c, h, _ = card.input_shape
+    if dataset is None and (card.dataset is None or card.dataset_is_folder):
+        found = f"was trained on the folder {card.dataset}" if card.dataset else "records no data set"
+        raise ZooError(f"{path} {found}; name the data set to score it on: zoo eval {path} DATASET_OR_FOLDER")
+    # A name recorded in the file means a registered data set, never a folder of that name.
+    ds = find_dataset(dataset, image_size=h, grayscale=c == 1) if dataset else get_registry().dataset(str(card.dataset))
     trained = (tuple(meta["input_shape"]), len(meta["classes"]))
     if (ds.shape, ds.num_classes) != trained:
         raise ZooError(

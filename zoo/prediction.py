@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from zoo import runs
+from zoo.card import ModelCard
 from zoo.errors import ZooError
 from zoo.files import sha256
 from zoo.images import light_background, read_image
@@ -59,6 +60,8 @@ def classify(
             pixels = 255 - pixels
         x = ((pixels[None].astype(np.float32) / 255 - mean) / std).astype(np.float32)
         scores = run(x)[0].astype(np.float64)
+        if not np.isfinite(scores).all():
+            raise ZooError(f"the model gave non-finite scores for {image}: its weights or normalisation are broken")
         probabilities = np.exp(scores - scores.max())
         probabilities /= probabilities.sum()
         best = np.argsort(-probabilities)[:top_k]
@@ -117,9 +120,20 @@ def load_runner(path: str | Path, trust: bool = False) -> tuple[Callable[[np.nda
         raise ZooError(
             f"{source} could not be loaded as {exporter.name} ({detail}); export it with `zoo export`"
         ) from exc
-    if "input_shape" not in meta:
+    if not meta:
         raise ZooError(f"{source} carries no zoo metadata; export it with `zoo export`")
-    return run, meta
+    card = ModelCard.parse(meta, source)
+    try:  # one image of the declared shape must give one score per declared class
+        scores = np.asarray(run(np.zeros((1, *card.input_shape), dtype=np.float32)))
+    except Exception as exc:
+        raise ZooError(f"{source} does not run on one {'x'.join(map(str, card.input_shape))} image, the shape "
+                       f"its metadata declares ({' '.join(str(exc).split())[:200]})") from exc  # fmt: skip
+    if scores.shape == (1, card.num_classes) and not np.isfinite(scores).all():
+        raise ZooError(f"{source} gives non-finite scores: its weights are broken; train or export it again")
+    if scores.shape != (1, card.num_classes):
+        raise ZooError(f"{source} gives scores of shape {scores.shape} for one image, but its metadata lists "
+                       f"{card.num_classes} classes; use a file written by zoo")  # fmt: skip
+    return run, card.to_meta()
 
 
 def predict(
