@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 import warnings
 import zipfile
 from pathlib import Path
@@ -13,9 +16,12 @@ import onnx
 import pytest
 import torch
 from click.testing import CliRunner, Result
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 import zoo
+from zoo import checkpoint
 from zoo.cli import cli
 from zoo.errors import ZooError
 from zoo.exporting import export
@@ -156,3 +162,100 @@ def test_onnx_external_data_is_refused(exported: Path, tmp_path: Path) -> None:
               location="weights.bin", size_threshold=0)  # fmt: skip
     result = zoo_cli("predict", str(tmp_path / "m.onnx"), str(exported / "digit.png"))
     assert result.exit_code == 1 and "external data" in result.stderr
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=6) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=12,
+)
+FIELDS = ["architecture", "dataset", "classes", "input_shape", "mean", "std", "format", "config"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint_file(exported: Path) -> Path:
+    return exported / "export" / "mnist_cnn6_16.safetensors"
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(field=st.sampled_from(FIELDS), value=JSON, tamper=st.sampled_from(["replace", "delete", "text"]))
+def test_any_change_to_a_checkpoints_metadata_is_used_or_refused_in_one_line(
+    field: str,
+    value: object,
+    tamper: str,
+    checkpoint_file: Path,
+    exported: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    saved = checkpoint.load(checkpoint_file)
+    meta = dict(saved.meta)
+    if tamper == "delete":
+        meta.pop(field, None)
+    else:
+        meta[field] = json.dumps(value) if tamper == "text" else value  # "text": a JSON field stored as a plain string
+    path = tmp_path_factory.mktemp("fuzz") / "model.safetensors"
+    checkpoint.save(path, saved.weights, meta)
+    try:
+        predictions = zoo.predict(path, [exported / "digit.png"])
+    except ZooError as exc:
+        assert "\n" not in str(exc) and len(str(exc)) < 600
+    else:
+        assert not predictions[0].error and len(predictions[0].top) == 3
+
+
+def peak_rss_mb(args: list[str]) -> float:
+    """Run `zoo ARGS` in a subprocess; the peak resident memory it reached, in MB."""
+    process = subprocess.Popen([sys.executable, "-m", "zoo", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, _, usage = os.wait4(process.pid, 0)
+    process.returncode = 1
+    assert process.stderr is not None
+    process.stderr.close()
+    return usage.ru_maxrss / 1024
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"input_shape": [1, 2000, 2000]}, "do not fit mnist_cnn6_16 for 1x2000x2000 images"),  # on the meta device
+        ({"input_shape": [1, 4096, 4096]}, "input_shape 1x4096x4096 is larger than zoo handles"),
+        ({"classes": [f"c{i}" for i in range(200_000)]}, "bytes long (at most 1,048,576)"),  # before it is parsed
+        ({"classes": ["x" * 5_000_000, *"123456789"]}, "bytes long"),
+        ({"mean": [0.1, 0.2]}, "mean must list one number per channel (1)"),
+        ({"std": [0.0]}, "std must be positive"),
+        ({"dataset": "/"}, "name the data set"),
+        ({"classes": list("012345678")}, "do not fit mnist_cnn6_16 for 1x28x28 images in 9 classes"),
+    ],
+    ids=[
+        "large-input",
+        "huge-input",
+        "200k-classes",
+        "5MB-class-name",
+        "mean-length",
+        "std-zero",
+        "dataset-root",
+        "class-count",
+    ],
+)
+def test_hostile_metadata_is_refused_before_it_costs_memory(
+    change: dict[str, object], message: str, checkpoint_file: Path, exported: Path, tmp_path: Path
+) -> None:
+    saved = checkpoint.load(checkpoint_file)
+    hostile = tmp_path / "hostile.safetensors"
+    checkpoint.save(hostile, saved.weights, {**saved.meta, **change})
+    command = "eval" if "dataset" in change else "predict"
+    args = [command, str(hostile), *([str(exported / "digit.png")] if command == "predict" else [])]
+    result = zoo_cli(*args)
+    assert result.exit_code == 1 and message in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    baseline = peak_rss_mb(["predict", str(checkpoint_file), str(exported / "digit.png")])
+    assert peak_rss_mb(args) < baseline + 150, "refusing a file must cost about what loading a good one does"
+
+
+def test_non_finite_weights_are_refused(checkpoint_file: Path, exported: Path, tmp_path: Path) -> None:
+    saved = checkpoint.load(checkpoint_file)
+    broken = {k: v.clone() for k, v in saved.weights.items()}
+    next(v for k, v in broken.items() if k.endswith("weight")).fill_(float("nan"))
+    checkpoint.save(tmp_path / "nan.safetensors", broken, saved.meta)
+    result = zoo_cli("predict", str(tmp_path / "nan.safetensors"), str(exported / "digit.png"))
+    assert result.exit_code == 1 and "gives non-finite scores: its weights are broken" in result.stderr
