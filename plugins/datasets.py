@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import math
 import os
+import struct
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,6 +32,22 @@ def _expected_files(cls: type, root: Path) -> str:
     return f"{cls.filename} in {root}, or its contents in {root / cls.base_folder}"  # type: ignore[attr-defined]
 
 
+def _damaged_idx_file(cls: type, root: Path) -> Path | None:
+    """An MNIST-style raw IDX file that is present but whose size does not match its header, if there is one."""
+    for url, _ in getattr(cls, "resources", []):
+        path: Path = root / cls.__name__ / "raw" / os.path.splitext(os.path.basename(url))[0]
+        if not path.is_file():
+            continue
+        with path.open("rb") as f:
+            header = f.read(4)
+            ndim = header[3] if len(header) == 4 and header[:2] == b"\0\0" else 0
+            dims = f.read(4 * ndim)
+        expected = 4 + 4 * ndim + (math.prod(struct.unpack(f">{ndim}I", dims)) if len(dims) == 4 * ndim else -1)
+        if ndim == 0 or path.stat().st_size != expected:
+            return path
+    return None
+
+
 def _torchvision(class_name: str, split: str, root: Path, download: bool) -> tuple[Tensor, Tensor]:
     import torch
     from torchvision import datasets
@@ -41,6 +59,10 @@ def _torchvision(class_name: str, split: str, root: Path, download: bool) -> tup
             ds = cls(root=str(root), train=split == "train", download=download)
     except Exception as exc:
         cause = " ".join(str(exc).split()) or type(exc).__name__
+        damaged = _damaged_idx_file(cls, root)
+        if damaged:
+            raise zoo.ZooError(f"{damaged} is corrupt or truncated ({cause}); delete it to download it again, "
+                               f"or put a good copy there") from exc  # fmt: skip
         problem = f"could not be downloaded ({cause})" if download else "is not downloaded"
         raise DatasetNotFound(
             f"{class_name} {problem}: put {_expected_files(cls, root)}, "

@@ -94,7 +94,7 @@ def test_info_dataset_reads_the_data_directory(idx_root: Callable[[str, int], Pa
     assert result.exit_code == 0, result.output
     assert "files: ready (12 train / 12 test images)" in result.output
     missing = zoo("info", "fashion", "--data-dir", str(root)).output
-    assert "files: missing. FashionMNIST is not downloaded" in missing
+    assert "files: not ready. FashionMNIST is not downloaded" in missing
 
 
 @pytest.mark.parametrize(

@@ -190,7 +190,7 @@ def _dataset_info(registry: Registry, dataset: Dataset, data_dir: str | None) ->
     try:
         sizes = [len(dataset.load(split, root, download=False)[1]) for split in ("train", "test")]
     except ZooError as exc:
-        click.echo(f"files: missing. {exc}")
+        click.echo(f"files: not ready. {exc}")
     else:
         click.echo(f"files: ready ({sizes[0]:,} train / {sizes[1]:,} test images)")
 

@@ -1,16 +1,27 @@
-"""Writing files so that a crash or a kill never leaves a half-written one under the final name."""
+"""Writing files so that a crash, a kill or a power cut never leaves a half-written one under the final name."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
+import itertools
 import json
 import os
+import re
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "sha256", "write_json", "write_text"]
+from zoo.errors import ZooError
+
+__all__ = ["KILL_AT_WRITE_ENV", "atomic_path", "clear_stale", "sha256", "write_json", "write_text"]
+
+KILL_AT_WRITE_ENV = "ZOO_TEST_KILL_AT_WRITE"
+"""For fault-injection tests: ``N`` makes the process kill itself (SIGKILL) at its Nth file write, before the rename."""
+_writes = itertools.count(1)
+_TEMP = re.compile(r"\.tmp(\d+)-(.+)")
 
 
 def _umask() -> int:
@@ -19,18 +30,64 @@ def _umask() -> int:
     return mask
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clear_stale(folder: Path) -> list[Path]:
+    """Remove temporary files that a killed zoo process left in ``folder``; those of live processes stay."""
+    removed = []
+    with contextlib.suppress(OSError):
+        for entry in folder.iterdir():
+            found = _TEMP.fullmatch(entry.name)
+            if found and int(found[1]) != os.getpid() and not _alive(int(found[1])):
+                entry.unlink(missing_ok=True)
+                removed.append(entry)
+    return removed
+
+
+def _fsync(path: Path, directory: bool = False) -> None:
+    if directory and not hasattr(os, "O_DIRECTORY"):  # Windows cannot open a directory to flush it
+        return
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it is renamed to ``path``, on failure removed.
+    """Yield a temporary path beside ``path``; on success it is flushed to disk and renamed to ``path``.
 
-    The file gets the usual permissions (0644 under the common umask): some writers,
-    safetensors among them, create files readable by their owner alone.
+    On failure the temporary file is removed and ``path`` keeps its previous contents.  The file and
+    its directory are fsynced, so after a power cut ``path`` holds the old or the new file, whole.
+    Temporary files a killed process left here are cleared first.  The file gets the usual
+    permissions (0644 under the common umask): some writers, safetensors among them, create files
+    readable by their owner alone.  A full disk is a ZooError naming the directory.
     """
+    clear_stale(path.parent)
     tmp = path.with_name(f".tmp{os.getpid()}-{path.name}")  # keeps the suffix, which some writers insist on
     try:
         yield tmp
+        _fsync(tmp)
         os.chmod(tmp, 0o666 & ~_umask())
+        if os.environ.get(KILL_AT_WRITE_ENV) == str(next(_writes)):
+            os.kill(os.getpid(), signal.SIGKILL)
         os.replace(tmp, path)
+        _fsync(path.parent, directory=True)
+    except Exception as exc:
+        full = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        if full or "No space left on device" in str(exc):  # safetensors reports it as a SafetensorError
+            raise ZooError(f"no space left to write {path.name} in {path.parent}; {path.name} there is unchanged. "
+                           f"Free some space, or write elsewhere (--out, --runs-dir)") from exc  # fmt: skip
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 

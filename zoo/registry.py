@@ -179,7 +179,14 @@ class Dataset:
                 f"data set {self.name}'s loader returned {images.dtype} images of shape {tuple(images.shape)}, "
                 f"expected torch.uint8 {expected}; fix the loader or the declared shape"
             )
-        return images, labels
+        if labels.ndim != 1 or labels.dtype.is_floating_point or labels.dtype.is_complex:
+            raise ZooError(f"data set {self.name}'s {split} labels are {labels.dtype} of shape {tuple(labels.shape)}; "
+                           f"they must be integer class indices, one per image")  # fmt: skip
+        if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < self.num_classes:
+            bad = int(labels.min()) if int(labels.min()) < 0 else int(labels.max())
+            raise ZooError(f"data set {self.name}'s {split} split has label {bad}, outside 0..{self.num_classes - 1} "
+                           f"({self.num_classes} classes); fix the files or the loader")  # fmt: skip
+        return images, labels.long()
 
 
 @dataclass(frozen=True)

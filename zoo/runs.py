@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo.errors import ZooError
+from zoo.files import clear_stale
 
 __all__ = ["BEST", "CONFIG", "LAST", "METRICS", "SUMMARY", "create", "find_weights", "newest", "open_run"]
 
@@ -30,6 +31,8 @@ def create(runs_dir: Path | None, out: Path | None, name: str) -> Path:
         while out.exists():
             n += 1
             out = base.with_name(f"{base.name}-{n}")
+    if out.exists():
+        clear_stale(out)  # what a killed run left before its first file landed is no run to protect
     if out.exists() and any(out.iterdir()):
         raise ZooError(f"{out} already holds files; give a new --out, or --resume {out} to continue that run")
     try:
@@ -43,12 +46,15 @@ def create(runs_dir: Path | None, out: Path | None, name: str) -> Path:
 
 
 def open_run(path: Path) -> dict[str, Any]:
-    """The config of an existing run, for resuming it."""
+    """The config of an existing run, for resuming it (it may have no checkpoint yet: then it starts again)."""
     if not (path / CONFIG).is_file():
         raise ZooError(f"{path} is not a run directory (no {CONFIG}); give a directory made by `zoo train`")
-    if not (path / LAST).is_file():
-        raise ZooError(f"run {path} has no checkpoint yet ({LAST}); start it again with `zoo train`")
-    config: dict[str, Any] = json.loads((path / CONFIG).read_text())
+    try:
+        config = json.loads((path / CONFIG).read_text())
+        if not isinstance(config, dict) or not isinstance(config.get("train"), dict):
+            raise ValueError("no training settings")
+    except ValueError as exc:
+        raise ZooError(f"{path / CONFIG} is damaged ({exc}); start the run again with `zoo train`") from exc
     return config
 
 

@@ -39,6 +39,7 @@ __all__ = [
     "RunComplete",
     "RunResult",
     "TrainConfig",
+    "TrainingDiverged",
     "TrainingInterrupted",
     "train",
     "train_one_epoch",
@@ -67,6 +68,14 @@ class TrainConfig(Recipe):
     amp: bool = False
 
     def __post_init__(self) -> None:
+        for name in ("lr", "weight_decay", "warmup", "val_split"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ZooError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
+        for name in ("batch_size", "epochs", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
+                raise ZooError(f"--{name.replace('_', '-')} must be an integer from 0 to 2**63 - 1, got {value}")
         for name in ("lr", "batch_size", "epochs"):
             if not getattr(self, name) > 0:
                 raise ZooError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
@@ -182,13 +191,21 @@ class TrainingInterrupted(ZooError):
     """Training stopped on SIGINT or SIGTERM after saving a checkpoint it can resume from."""
 
 
+class TrainingDiverged(ZooError):
+    """The loss became infinite or NaN; the weights of that moment are not saved."""
+
+
 class RunComplete(ZooError):
     """``resume`` named a run that has already trained for all its epochs: there is nothing to continue."""
 
 
 @contextmanager
-def _interrupts() -> Iterator[list[int]]:
-    """Record SIGINT and SIGTERM instead of dying mid-step; the loop checks and saves. A second Ctrl-C is immediate."""
+def _interrupts(hint: str) -> Iterator[list[int]]:
+    """Record SIGINT and SIGTERM instead of dying mid-step; the loop checks and saves.
+
+    A second Ctrl-C stops at once, as TrainingInterrupted with ``hint``: every file is written whole
+    or not at all, so the last checkpoint on disk is intact.
+    """
     received: list[int] = []
 
     def handler(signum: int, frame: object) -> None:
@@ -203,6 +220,8 @@ def _interrupts() -> Iterator[list[int]]:
         return
     try:
         yield received
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(f"stopped at once by a second Ctrl-C; {hint}") from None
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
@@ -244,6 +263,11 @@ def train_one_epoch(
 
     def flush() -> None:
         nonlocal loss_sum, correct
+        if not math.isfinite(float(loss_sum)):  # checked every 20 steps: reading it each step would stall a GPU
+            raise TrainingDiverged(
+                f"training diverged at epoch {state.epoch + 1}, step {state.step}: the loss is {float(loss_sum)}. "
+                f"The last good checkpoint is kept; lower --lr (it was {config.lr:g}) and train again"
+            )
         state.loss_sum += float(loss_sum)
         state.correct += int(correct)
         loss_sum, correct = loss_sum.zero_(), correct.zero_()
@@ -391,7 +415,10 @@ def train(
     if resume is not None:
         path = Path(resume)
         saved = runs.open_run(path)
-        config = TrainConfig(**saved["train"])
+        try:
+            config = TrainConfig(**saved["train"])
+        except TypeError as exc:
+            raise ZooError(f"{path / runs.CONFIG} is damaged ({exc}); start the run again with `zoo train`") from exc
         arch = registry.architecture(config.architecture)
         ds = find_dataset(config.dataset, config.image_size, config.grayscale)
         data_root = resolve_data_dir(data_dir or saved.get("data_dir"))
@@ -417,18 +444,18 @@ def train(
     history: list[dict[str, Any]] = []
     state = EpochState(epoch=0)
 
-    if resume is not None:
-        last = checkpoint.load(path / runs.LAST)
-        _load_weights(model, last.weights, path / runs.LAST)
-        if last.optimizer is not None:
-            optimizer.load_state_dict(last.optimizer)
-            _match_layouts(optimizer)
-        history, state = last.meta["history"], EpochState(**last.meta["progress"])
-        if state.epoch >= config.epochs or state.epoch * steps_per_epoch + state.step >= total_steps:
+    if resume is not None and (path / runs.LAST).is_file():
+        history, state = _resume(path / runs.LAST, model, optimizer)
+        finished = state.epoch >= config.epochs or state.epoch * steps_per_epoch + state.step >= total_steps
+        if finished and (path / runs.SUMMARY).is_file():  # without it, the test split is still to be scored
             raise RunComplete(
                 f"run {path} is complete ({len(history)} epochs); nothing to resume. "
                 f"Use it with `zoo eval {path}`, or start a new run with `zoo train`"
             )
+        # metrics.jsonl follows the checkpoint: a kill between the two writes left it an epoch short.
+        write_text(path / runs.METRICS, "".join(json.dumps(h) + "\n" for h in history))
+    elif resume is not None:
+        print(f"zoo: run {path} has no checkpoint yet: starting it again in place", file=sys.stderr, flush=True)
     else:
         path = runs.create(Path(runs_dir) if runs_dir else None, Path(out) if out else None, f"{arch.name}-{ds.name}")
         write_json(path / runs.CONFIG, {
@@ -443,7 +470,7 @@ def train(
 
     reporter = _Reporter(progress, config.epochs, steps_per_epoch, config.batch_size)
     best = max((h["val_acc"] for h in history if h["val_acc"] is not None), default=-1.0)
-    with _interrupts() as stop:
+    with _interrupts(f"continue from the last checkpoint with: zoo train --resume {path}") as stop:
         while state.epoch < config.epochs and state.epoch * steps_per_epoch + state.step < total_steps:
             reporter.start(state)
             train_one_epoch(model, data.train, normalize, optimizer, config, state, steps_per_epoch, total_steps, stop,
@@ -487,6 +514,31 @@ def train(
     plots.confusion(test.confusion, ds.classes, path / "confusion.png")
     plots.misses(data.test.images, test.labels, test.predictions, ds.classes, path / "misses.png")
     return result
+
+
+def _resume(
+    source: Path, model: nn.Module, optimizer: torch.optim.Optimizer
+) -> tuple[list[dict[str, Any]], EpochState]:
+    """Load the weights, optimizer state, history and progress of a ``last`` checkpoint; damaged state is a ZooError."""
+    last = checkpoint.load(source)
+    _load_weights(model, last.weights, source)
+    try:
+        if last.optimizer is not None:
+            optimizer.load_state_dict(last.optimizer)
+            _match_layouts(optimizer)
+        history, state = last.meta["history"], EpochState(**last.meta["progress"])
+        if not isinstance(history, list) or not all(isinstance(h, dict) and "val_acc" in h for h in history):
+            raise ValueError("history is not a list of epoch records")
+        numbers = [state.epoch, state.step, state.correct, state.seen, state.loss_sum, state.seconds]
+        if not all(isinstance(n, int | float) and not isinstance(n, bool) and 0 <= n < 2**62 for n in numbers):
+            raise ValueError(f"progress {dataclasses.asdict(state)} is out of range")
+        if state.epoch != len(history):
+            raise ValueError(f"progress says epoch {state.epoch}, history has {len(history)}")
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        detail = " ".join(str(exc).split())[:200]
+        raise ZooError(f"the resume state in {source} is damaged ({detail}); start the run again with `zoo train`"
+                       ) from exc  # fmt: skip
+    return history, state
 
 
 def _load_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: Path) -> None:

@@ -1,0 +1,164 @@
+"""Crashes cost nothing: kills at any write, damaged state, full disks, divergence and bad settings."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner, Result
+
+from zoo import checkpoint, files
+from zoo.cli import cli
+from zoo.errors import ZooError
+from zoo.files import KILL_AT_WRITE_ENV, atomic_path
+
+TRAIN = ["train", "cnn6", "sevenseg", "--epochs", "2", "--limit", "600", "--batch-size", "64", "--augment", "crop",
+         "--quiet"]  # fmt: skip
+
+
+def zoo(*args: str) -> Result:
+    return CliRunner().invoke(cli, list(args))
+
+
+def run_zoo(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "zoo", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=300)  # fmt: skip
+
+
+def outcome(run: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], list[tuple[object, ...]]]:
+    """What a run computed: best and last weights, and each epoch's metrics without the timings."""
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return (checkpoint.load(run / "best.safetensors").weights, checkpoint.load(run / "last.safetensors").weights,
+            [(m["epoch"], m["train_loss"], m["val_acc"]) for m in metrics])  # fmt: skip
+
+
+@pytest.mark.slow
+def test_killed_at_any_write_then_resumed_ends_bit_identical(tmp_path: Path) -> None:
+    """SIGKILL at each of a run's twelve file writes: config, then per epoch best, last and metrics, then the
+    report, summary and three plots."""
+    reference = tmp_path / "reference"
+    assert run_zoo(*TRAIN, "--out", str(reference)).returncode == 0
+    best, last, metrics = outcome(reference)
+    for n in range(1, 13):
+        run = tmp_path / f"killed-at-{n}"
+        killed = run_zoo(*TRAIN, "--out", str(run), env={KILL_AT_WRITE_ENV: str(n)})
+        assert killed.returncode == -signal.SIGKILL, f"write {n}: {killed.stderr}"
+        assert any(p.name.startswith(".tmp") for p in run.iterdir()), "killed between writing and renaming"
+        # The same command continues: a run that never saved its config starts again, any other resumes.
+        again = [*TRAIN, "--out", str(run)] if not (run / "config.json").exists() else ["train", "--resume", str(run)]
+        finished = run_zoo(*again)
+        assert finished.returncode == 0, f"write {n}: {finished.stderr}"
+        assert not [p.name for p in run.iterdir() if p.name.startswith(".tmp")], "stale temporary files are cleared"
+        got_best, got_last, got_metrics = outcome(run)
+        assert got_metrics == metrics, f"write {n}"
+        for expected, got in ((best, got_best), (last, got_last)):
+            assert all(torch.equal(expected[k], got[k]) for k in expected), f"write {n}: weights differ"
+
+
+def test_resume_of_a_run_without_a_checkpoint_starts_it_again_in_place(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert zoo(*TRAIN, "--out", str(run), "--epochs", "1").exit_code == 0
+    for name in ("last.safetensors", "best.safetensors", "metrics.jsonl"):
+        (run / name).unlink()
+    result = zoo("train", "--resume", str(run))
+    assert result.exit_code == 0 and f"run {run} has no checkpoint yet: starting it again in place" in result.stderr
+    assert checkpoint.load(run / "last.safetensors").meta["epoch"] == 1
+
+
+def test_a_run_killed_after_its_last_checkpoint_finishes_on_resume(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert zoo(*TRAIN, "--out", str(run)).exit_code == 0
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    (run / "metrics.jsonl").write_text(lines[0] + "\n")  # as if killed before the later epochs' metrics landed
+    (run / "summary.json").unlink()  # and before the test split was scored
+    result = zoo("train", "--resume", str(run))
+    assert result.exit_code == 0 and "test accuracy" in result.stdout
+    assert (run / "metrics.jsonl").read_text().splitlines() == lines, "rebuilt from the checkpoint's history"
+    assert (run / "summary.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"progress": {"epoch": "x"}}, "the resume state in"),
+        ({"progress": {"epoch": 1, "step": -5, "loss_sum": 0, "correct": 0, "seen": 0, "seconds": 0}}, "out of range"),
+        ({"history": "none"}, "history is not a list"),
+        ({"progress": {"epoch": 7, "step": 0}}, "progress says epoch 7, history has 2"),
+    ],
+)
+def test_tampered_resume_state_is_refused(change: dict[str, object], message: str, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert zoo(*TRAIN, "--out", str(run), "--epochs", "2", "--max-steps", "12").exit_code == 0
+    last = checkpoint.load(run / "last.safetensors")
+    checkpoint.save(run / "last.safetensors", last.weights, {**last.meta, **change}, last.optimizer)
+    result = zoo("train", "--resume", str(run))
+    assert result.exit_code == 1 and message in result.stderr and "unexpected" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--lr", "inf"], "--lr must be a finite number, got inf"),
+        (["--weight-decay", "nan"], "--weight-decay must be a finite number, got nan"),
+        (["--seed", str(2**70)], "--seed must be an integer from 0 to 2**63 - 1"),
+    ],
+)
+def test_settings_that_cannot_train_are_refused(args: list[str], message: str, tmp_path: Path) -> None:
+    result = zoo(*TRAIN, "--out", str(tmp_path / "run"), *args)
+    assert result.exit_code == 1 and message in result.stderr
+
+
+def test_a_diverging_run_stops_and_keeps_its_last_good_checkpoint(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert zoo(*TRAIN, "--out", str(run), "--epochs", "1", "--optimizer", "sgd", "--lr", "1e30").exit_code == 1
+    result = zoo(*TRAIN, "--out", str(tmp_path / "r2"), "--optimizer", "sgd", "--lr", "1e30")
+    assert result.exit_code == 1 and "training diverged at epoch 1" in result.stderr and "lower --lr" in result.stderr
+    assert not (tmp_path / "r2" / "last.safetensors").exists(), "diverged weights are never saved"
+
+
+def test_labels_out_of_range_are_found_when_loading(idx_root: Callable[[str, int], Path], tmp_path: Path) -> None:
+    root = idx_root("MNIST", 20)
+    labels = root / "MNIST" / "raw" / "t10k-labels-idx1-ubyte"
+    data = bytearray(labels.read_bytes())
+    data[-1] = 12
+    labels.write_bytes(bytes(data))
+    result = zoo(*TRAIN[:1], "cnn6", "mnist", "--data-dir", str(root), "--out", str(tmp_path / "run"))
+    assert result.exit_code == 1 and "mnist's test split has label 12, outside 0..9" in result.stderr
+    assert not (tmp_path / "run" / "metrics.jsonl").exists(), "found before training"
+
+
+def test_corrupt_idx_files_are_named(idx_root: Callable[[str, int], Path]) -> None:
+    root = idx_root("MNIST", 20)
+    images = root / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    images.write_bytes(images.read_bytes()[:1000])
+    result = zoo("train", "cnn6", "mnist", "--data-dir", str(root))
+    assert result.exit_code == 1 and f"{images} is corrupt or truncated" in result.stderr
+
+
+def test_a_full_disk_names_the_directory_and_keeps_the_previous_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "last.safetensors"
+    target.write_text("previous")
+    message = f"no space left to write last.safetensors in {tmp_path}; last.safetensors there is unchanged"
+    with pytest.raises(ZooError, match=message), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise OSError(28, "No space left on device")
+    assert target.read_text() == "previous" and [p.name for p in tmp_path.iterdir()] == ["last.safetensors"]
+
+
+def test_stale_temporary_files_of_dead_processes_are_cleared(tmp_path: Path) -> None:
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".tmp{dead.stdout.strip()}-last.safetensors"
+    live = tmp_path / f".tmp{os.getppid()}-metrics.jsonl"  # a running process's file is left alone
+    stale.write_text("half")
+    live.write_text("in progress")
+    files.write_text(tmp_path / "metrics.jsonl", "ok\n")
+    assert not stale.exists() and live.exists()
