@@ -162,3 +162,15 @@ def test_stale_temporary_files_of_dead_processes_are_cleared(tmp_path: Path) -> 
     live.write_text("in progress")
     files.write_text(tmp_path / "metrics.jsonl", "ok\n")
     assert not stale.exists() and live.exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this platform")
+def test_threads_follow_the_cpus_this_process_may_use(tmp_path: Path) -> None:
+    """One CPU allowed, one thread: more would oversubscribe it. The count is recorded, so a resume uses it too."""
+    command = [sys.executable, "-m", "zoo", *TRAIN, "--max-steps", "2", "--out", str(tmp_path / "run")]
+    done = subprocess.run(command, capture_output=True, text=True, preexec_fn=lambda: os.sched_setaffinity(0, {0}))
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["threads"] == 1
+    assert zoo(*TRAIN, "--max-steps", "2", "--threads", "3", "--out", str(tmp_path / "three")).exit_code == 0
+    assert json.loads((tmp_path / "three" / "config.json").read_text())["train"]["threads"] == 3
+    assert "--threads must be an integer from 1 to 1024" in zoo(*TRAIN, "--threads", "0").stderr

@@ -240,6 +240,7 @@ def plugins(as_json: bool) -> None:
 @click.option("--limit", type=int, help="Train on this many training images only (smoke runs).")
 @click.option("--max-steps", type=int, help="Stop after this many optimizer steps (smoke runs).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or mps.")
+@click.option("--threads", type=int, help="CPU threads [default: the CPUs this process may use].")
 @click.option("--amp", is_flag=True, default=None, help="Mixed precision (bfloat16 autocast).")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Where data sets are stored.")
 @click.option("--runs-dir", type=click.Path(file_okay=False), help="Parent of new run directories [default: runs].")

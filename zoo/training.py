@@ -11,6 +11,7 @@ import ctypes
 import dataclasses
 import json
 import math
+import os
 import signal
 import sys
 import time
@@ -66,12 +67,17 @@ class TrainConfig(Recipe):
     max_steps: int | None = None
     device: str = "auto"
     amp: bool = False
+    threads: int = 1
+    """CPU threads for PyTorch's kernels.  Part of the config because sums split over another number of
+    threads round differently: the same seed gives bit-identical weights at the same thread count."""
 
     def __post_init__(self) -> None:
         for name in ("lr", "weight_decay", "warmup", "val_split"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
                 raise ZooError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
+        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or not 1 <= self.threads <= 1024:
+            raise ZooError(f"--threads must be an integer from 1 to 1024, got {self.threads}")
         for name in ("batch_size", "epochs", "seed"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
@@ -103,9 +109,34 @@ def resolve_config(arch: Architecture, dataset: Dataset, recipe: str = "default"
     chosen = arch.tutorial_recipe if recipe == "tutorial" else arch.default_recipe
     if chosen is None:
         raise ZooError(f"{arch.name} has no tutorial recipe; use --recipe default")
-    settings = {**dataclasses.asdict(chosen), **{k: v for k, v in overrides.items() if v is not None}}
+    settings = {**dataclasses.asdict(chosen), "threads": available_cpus(),
+                **{k: v for k, v in overrides.items() if v is not None}}  # fmt: skip
     settings.update(architecture=arch.name, dataset=dataset.ref, recipe=recipe)
     return TrainConfig(**settings)
+
+
+def available_cpus() -> int:
+    """The CPUs this process may use: its affinity mask, capped by a cgroup CPU quota (as containers set).
+
+    More threads than that oversubscribe the cores, and OpenMP threads waiting on one another at every
+    operation then slow a training step by an order of magnitude.
+    """
+    count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    for quota_file, period_file in (
+        ("/sys/fs/cgroup/cpu.max", None),  # cgroup v2: "QUOTA PERIOD" or "max PERIOD"
+        ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "/sys/fs/cgroup/cpu/cpu.cfs_period_us"),
+    ):
+        try:
+            fields = Path(quota_file).read_text().split()
+            if period_file:
+                fields.append(Path(period_file).read_text().strip())
+            quota, period = int(fields[0]), int(fields[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if quota > 0 and period > 0:
+            count = min(count, math.ceil(quota / period))
+        break
+    return max(1, count)
 
 
 def lr_at(config: TrainConfig, step: int, total: int) -> float:
@@ -415,8 +446,8 @@ def train(
     if resume is not None:
         path = Path(resume)
         saved = runs.open_run(path)
-        try:
-            config = TrainConfig(**saved["train"])
+        try:  # a run from before --threads existed ran on all the CPUs it had
+            config = TrainConfig(**{"threads": available_cpus(), **saved["train"]})
         except TypeError as exc:
             raise ZooError(f"{path / runs.CONFIG} is damaged ({exc}); start the run again with `zoo train`") from exc
         arch = registry.architecture(config.architecture)
@@ -435,6 +466,7 @@ def train(
         raise ZooError(f"no training images left after --val-split {config.val_split}; lower it")
 
     _keep_freed_memory()
+    torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)  # the initial weights depend on the seed alone
     model = arch.build(ds.shape, ds.num_classes).to(device).to(memory_format=torch.channels_last)
     optimizer = _make_optimizer(config, model, device)
