@@ -60,8 +60,6 @@ def classify(
             pixels = 255 - pixels
         x = ((pixels[None].astype(np.float32) / 255 - mean) / std).astype(np.float32)
         scores = run(x)[0].astype(np.float64)
-        if not np.isfinite(scores).all():
-            raise ZooError(f"the model gave non-finite scores for {image}: its weights or normalisation are broken")
         probabilities = np.exp(scores - scores.max())
         probabilities /= probabilities.sum()
         best = np.argsort(-probabilities)[:top_k]
@@ -128,11 +126,11 @@ def load_runner(path: str | Path, trust: bool = False) -> tuple[Callable[[np.nda
     except Exception as exc:
         raise ZooError(f"{source} does not run on one {'x'.join(map(str, card.input_shape))} image, the shape "
                        f"its metadata declares ({' '.join(str(exc).split())[:200]})") from exc  # fmt: skip
-    if scores.shape == (1, card.num_classes) and not np.isfinite(scores).all():
-        raise ZooError(f"{source} gives non-finite scores: its weights are broken; train or export it again")
     if scores.shape != (1, card.num_classes):
         raise ZooError(f"{source} gives scores of shape {scores.shape} for one image, but its metadata lists "
                        f"{card.num_classes} classes; use a file written by zoo")  # fmt: skip
+    if not np.isfinite(scores).all():
+        raise ZooError(f"{source} gives non-finite scores: its weights are broken; train or export it again")
     return run, card.to_meta()
 
 
