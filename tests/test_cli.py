@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -165,3 +167,15 @@ def test_plugins_and_exporters_folders_in_the_working_directory_do_not_shadow_th
     result = subprocess.run([sys.executable, "-m", "zoo", "list"], cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 0 and result.stderr == ""
     assert "lenet_bn" in result.stdout and "sevenseg" in result.stdout
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_start_up_exits_130_without_a_traceback(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "zoo", "train", "cnn6", "sevenseg", "--out", str(tmp_path / "run")]
+    with subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True) as process:
+        time.sleep(1.0)  # importing torch and building the data: before any training step
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 130
+        assert process.stderr is not None
+        stderr = process.stderr.read()
+    assert "Traceback" not in stderr and stderr.startswith("zoo: ")

@@ -442,6 +442,9 @@ def main() -> None:
     """Entry point of the ``zoo`` console script."""
     try:
         cli(prog_name="zoo")
+    except KeyboardInterrupt:  # before a command runs (ZooGroup handles it inside one)
+        click.echo("zoo: interrupted", err=True)
+        sys.exit(130)
     except BrokenPipeError:  # `zoo ... | head` closed the pipe: not an error worth a traceback
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(1)
