@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +83,73 @@ def test_unreadable_images_are_skipped_with_one_warning(tmp_path: Path) -> None:
         folder_dataset(root)
     assert len(record) == 1
     assert "of" in str(record[0].message) and "broken" in str(record[0].message)
+
+
+def test_hidden_files_and_folders_are_left_out(tmp_path: Path) -> None:
+    root = make_folder(tmp_path / "d", {"a": 10, "b": 10})
+    make_folder(root, {".ipynb_checkpoints": 5})  # real images, in a hidden class folder
+    (root / ".DS_Store").mkdir()
+    make_folder(root / "a", {".thumbnails": 3})  # and in a hidden folder inside a class
+    Image.new("L", (24, 20)).save(root / "b" / ".hidden.png")
+    (root / "a" / "._a-0.png").write_bytes(b"macOS metadata, not a PNG")  # would be an unreadable image
+    ds = folder_dataset(root)
+    assert ds.classes == ("a", "b") and ds.train_size + ds.test_size == 20
+    images, _ = ds.load("train", tmp_path)
+    assert len(images) == ds.train_size
+
+
+def test_links_out_of_the_folder_are_skipped_and_counted(tmp_path: Path) -> None:
+    outside = make_folder(tmp_path / "elsewhere", {"secret": 3, "more": 2})
+    root = make_folder(tmp_path / "d", {"a": 10, "b": 10})
+    (root / "a" / "escape.png").symlink_to(outside / "secret" / "secret-0.png")
+    (root / "a" / "nested").symlink_to(outside / "more", target_is_directory=True)
+    (root / "c").symlink_to(outside / "secret", target_is_directory=True)  # a class folder elsewhere
+    (root / "b" / "inside.png").symlink_to(root / "a" / "a-0.png")  # a link within the folder is read
+    (root / "b" / "loop").symlink_to(root / "b", target_is_directory=True)  # and a loop is read once
+    with pytest.warns(DataWarning, match=r"^3 link\(s\) in .*/d lead outside it and were skipped "
+                                         r"\(first: a/escape.png\); copy the files") as record:  # fmt: skip
+        ds = folder_dataset(root)
+    assert len(record) == 1
+    assert ds.classes == ("a", "b") and ds.train_size + ds.test_size == 21
+
+    split = make_folder(tmp_path / "s" / "train", {"a": 4, "b": 4}).parent
+    make_folder(split / "test", {"a": 2, "b": 2})
+    (split / "train" / "a" / "escape.png").symlink_to(outside / "secret" / "secret-0.png")
+    (split / "test" / "c").symlink_to(outside / "secret", target_is_directory=True)
+    (split / "test" / "b" / "escape.png").symlink_to(outside / "secret" / "secret-1.png")
+    with pytest.warns(DataWarning, match="lead outside it") as record:
+        ds = folder_dataset(split)
+    messages = [str(w.message) for w in record]
+    assert len(messages) == 2, "one warning per split, counting its links"
+    assert re.match(r"1 link\(s\) in .*/s \(train\) lead outside it .*\(first: train/a/escape.png\)", messages[0])
+    assert re.match(r"2 link\(s\) in .*/s \(test\) lead outside it .*\(first: test/b/escape.png\)", messages[1])
+    assert (ds.train_size, ds.test_size) == (8, 4)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "names", "dtype", "shape", "labels"])
+def test_a_corrupt_cache_entry_is_decoded_again_and_rewritten(tmp_path: Path, cache: Path, damage: str) -> None:
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    root = make_folder(tmp_path / "d", {"a": 10, "b": 10})
+    # Copies: tensors read from the cache map its file, which is overwritten in place below.
+    images, labels = (t.clone() for t in folder_dataset(root).load("train", tmp_path))
+    (entry,) = cache.iterdir()
+    if damage == "garbage":
+        entry.write_bytes(b"\x00\xff" * 100)
+    else:
+        wrong = {
+            "names": {"pixels": images, "labels": labels},
+            "dtype": {"images": images.float(), "labels": labels},
+            "shape": {"images": images[:, :, :5], "labels": labels[:-1]},
+            "labels": {"images": images, "labels": labels + 7},
+        }[damage]
+        save_file({k: v.contiguous() for k, v in wrong.items()}, str(entry))
+    with pytest.warns(DataWarning, match=r"the cache entry .* for .* \(train\) was corrupt and has been rewritten"):
+        again, again_labels = folder_dataset(root).load("train", tmp_path)
+    assert torch.equal(again, images) and torch.equal(again_labels, labels)
+    rewritten = load_file(str(entry))
+    assert torch.equal(rewritten["images"], images) and torch.equal(rewritten["labels"], labels)
 
 
 def test_bad_folders_say_what_to_do(tmp_path: Path) -> None:

@@ -1,4 +1,8 @@
-"""Your own images as a data set: a folder of class sub-folders, decoded once and cached as uint8 tensors."""
+"""Your own images as a data set: a folder of class sub-folders, decoded once and cached as uint8 tensors.
+
+Hidden files and folders are left out, links that lead out of the folder are skipped, and a corrupt cache entry is
+decoded again: a folder's contents are untrusted input.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from zoo.errors import DataWarning, ZooError
 from zoo.files import atomic_path
+from zoo.images import GREY_MODES, decode, image_mode
 from zoo.registry import Dataset, format_shape
 
 if TYPE_CHECKING:
@@ -25,6 +30,7 @@ __all__ = ["CACHE_DIR_ENV", "find_dataset", "folder_dataset"]
 CACHE_DIR_ENV = "ZOO_CACHE_DIR"
 SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 TEST_FRACTION = 0.2  # of a single folder, held out as the test split
+CACHE_FORMAT = 2  # part of each cache entry's key: raised when decoding changes, so older entries are not reused
 
 
 @dataclass(frozen=True)
@@ -34,19 +40,77 @@ class _Layout:
     """Per split, (file, label) pairs."""
 
 
-def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file())
+def _visible(folder: Path) -> list[Path]:
+    """The entries of ``folder`` by name, without hidden ones (``.ipynb_checkpoints``, ``.DS_Store``, ``.git``)."""
+    try:
+        return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    except OSError:
+        return []  # a folder that cannot be listed holds no images zoo can read
+
+
+def _inside(path: Path, root: Path) -> bool:
+    """Whether ``path``, its links followed, lies in ``root`` (a resolved path)."""
+    return path.resolve().is_relative_to(root)
+
+
+def _images(folder: Path, root: Path, outside: list[Path]) -> list[Path]:
+    """The image files below ``folder``; those, and folders, that a link takes outside ``root`` go to ``outside``."""
+    found: list[Path] = []
+    seen: set[Path] = set()
+    stack = [folder]
+    while stack:
+        current = stack.pop()
+        real = current.resolve()
+        if real in seen:
+            continue  # a link back up the tree would otherwise be followed forever
+        seen.add(real)
+        for entry in _visible(current):
+            is_dir = entry.is_dir()
+            if not is_dir and not (entry.suffix.lower() in SUFFIXES and entry.is_file()):
+                continue
+            # Only a link can lead out of a folder already known to be inside root: resolve just those.
+            if entry.is_symlink() and not _inside(entry, root):
+                outside.append(entry)
+            elif is_dir:
+                stack.append(entry)
+            else:
+                found.append(entry)
+    return sorted(found)
+
+
+def _scan(folder: Path, root: Path, split: str) -> dict[str, list[Path]]:
+    """Per class folder of ``folder``, its image files; links that leave ``root`` are skipped with one warning."""
+    classes: dict[str, list[Path]] = {}
+    outside: list[Path] = []
+    for entry in _visible(folder):
+        if not entry.is_dir():
+            continue
+        if _inside(entry, root):
+            classes[entry.name] = _images(entry, root, outside)
+        else:
+            outside.append(entry)
+    if outside:
+        where = f" ({split})" if split else ""
+        warnings.warn(f"{len(outside)} link(s) in {root}{where} lead outside it and were skipped (first: "
+                      f"{outside[0].relative_to(root)}); copy the files they point to into the folder to use them",
+                      DataWarning, stacklevel=4)  # fmt: skip
+    return classes
 
 
 def _layout(root: Path) -> _Layout:
-    """``root/train/<class>`` and ``root/test/<class>``, or ``root/<class>`` with a fifth of the images as test."""
+    """``root/train/<class>`` and ``root/test/<class>``, or ``root/<class>`` with a fifth of the images as test.
+
+    Hidden files and folders are left out, and so are links to files or folders outside ``root``.
+    """
     split_dirs = {s: root / s for s in ("train", "test")}
     if all(d.is_dir() for d in split_dirs.values()):
-        classes = tuple(sorted(d.name for d in split_dirs["train"].iterdir() if d.is_dir()))
-        files = {s: [(p, i) for i, c in enumerate(classes) for p in _images(d / c)] for s, d in split_dirs.items()}
+        scans = {s: _scan(d, root, s) for s, d in split_dirs.items()}
+        classes = tuple(scans["train"])
+        files = {s: [(p, i) for i, c in enumerate(classes) for p in scan.get(c, [])] for s, scan in scans.items()}
     else:
-        classes = tuple(sorted(d.name for d in root.iterdir() if d.is_dir()))
-        pairs = [(p, i) for i, c in enumerate(classes) for p in _images(root / c)]
+        scan = _scan(root, root, "")
+        classes = tuple(scan)
+        pairs = [(p, i) for i, c in enumerate(classes) for p in scan[c]]
         # A stable hash of each file's name picks the test images: adding files does not reshuffle the others.
         test = {p for p, _ in pairs if int(hashlib.sha1(p.name.encode()).hexdigest(), 16) % 100 < TEST_FRACTION * 100}
         files = {"train": [x for x in pairs if x[0] not in test], "test": [x for x in pairs if x[0] in test]}
@@ -69,24 +133,53 @@ def _cache_dir() -> Path:
 def _decode(
     files: list[tuple[Path, int]], size: tuple[int, int] | None, grey: bool
 ) -> tuple[list[np.ndarray], list[int], list[str]]:
-    """Each readable image as an H×W(×3) uint8 array, its label, and "name: reason" for each unreadable one."""
-    import numpy as np
-    from PIL import Image, UnidentifiedImageError
-
+    """Each readable image as an H×W(×3) uint8 array, its label, and why each unreadable one could not be read."""
     arrays: list[np.ndarray] = []
     labels: list[int] = []
     skipped: list[str] = []
     for path, label in files:
         try:
-            with Image.open(path) as file:
-                img = file.convert("L" if grey else "RGB")
-            if size is not None and img.size != (size[1], size[0]):
-                img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-            arrays.append(np.asarray(img, dtype=np.uint8))
-            labels.append(label)
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
-            skipped.append(f"{path.name}: {exc}")
+            arrays.append(decode(path, size, grey))
+        except ZooError as exc:
+            skipped.append(str(exc))
+            continue
+        labels.append(label)
     return arrays, labels, skipped
+
+
+def _cached(path: Path, files: int, classes: int, channels: int, image_size: int | None,
+            ) -> tuple[torch.Tensor, torch.Tensor] | None:  # fmt: skip
+    """A cache entry's images and labels, or None when it cannot be read or does not hold what zoo writes."""
+    import torch
+    from safetensors.torch import load_file
+
+    try:
+        tensors = load_file(str(path))
+    except Exception:  # whatever makes a cache entry unreadable (truncated, garbage), it is only a cache
+        return None
+    images, labels = tensors.get("images"), tensors.get("labels")
+    if set(tensors) != {"images", "labels"} or images is None or labels is None:
+        return None
+    n = len(labels) if labels.ndim == 1 else -1
+    sized = image_size is None or tuple(images.shape[2:]) == (image_size, image_size)
+    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[:2] != (n, channels) or not sized:
+        return None
+    if labels.dtype != torch.int64 or not 0 < n <= files or int(labels.min()) < 0 or int(labels.max()) >= classes:
+        return None
+    return images, labels
+
+
+def _write_cache(path: Path, images: torch.Tensor, labels: torch.Tensor) -> bool:
+    """Whether the tensors could be written to the cache entry ``path``."""
+    from safetensors.torch import save_file
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            save_file({"images": images, "labels": labels}, str(tmp))
+    except OSError:
+        return False  # a cache that cannot be written only costs the next run its decoding time
+    return True
 
 
 def _load(root: Path, layout: _Layout, split: str, image_size: int | None, grayscale: bool | None,
@@ -94,16 +187,17 @@ def _load(root: Path, layout: _Layout, split: str, image_size: int | None, grays
     """One split as tensors, from the cache when no file under ``root`` changed since it was written."""
     import numpy as np
     import torch
-    from safetensors.torch import load_file, save_file
 
     files = layout.files[split]
     grey = grayscale if grayscale is not None else _mostly_grey(layout.files["train"])
     stamp = [(str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p, _ in files]
-    key = hashlib.sha256(json.dumps([str(root), split, image_size, grey, stamp]).encode()).hexdigest()[:32]
-    cached = _cache_dir() / f"{key}.safetensors"
-    if cached.is_file():
-        tensors = load_file(str(cached))
-        return tensors["images"], tensors["labels"]
+    key = hashlib.sha256(json.dumps([CACHE_FORMAT, str(root), split, image_size, grey, stamp]).encode()).hexdigest()
+    cached = _cache_dir() / f"{key[:32]}.safetensors"
+    corrupt = cached.is_file()
+    if corrupt:
+        tensors = _cached(cached, len(files), len(layout.classes), 1 if grey else 3, image_size)
+        if tensors is not None:
+            return tensors
 
     size = (image_size, image_size) if image_size else None
     arrays, labels, skipped = _decode(files, size, grey)
@@ -119,27 +213,23 @@ def _load(root: Path, layout: _Layout, split: str, image_size: int | None, grays
     stacked = np.stack(arrays)
     images = torch.from_numpy(stacked[:, None] if stacked.ndim == 3 else stacked.transpose(0, 3, 1, 2).copy())
     result = images.contiguous(), torch.tensor(labels, dtype=torch.int64)
-    try:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(cached) as tmp:
-            save_file({"images": result[0], "labels": result[1]}, str(tmp))
-    except OSError:
-        pass  # a cache that cannot be written only costs the next run its decoding time
+    written = _write_cache(cached, *result)
+    if corrupt:
+        outcome = "has been rewritten" if written else "could not be rewritten; delete it"
+        warnings.warn(f"the cache entry {cached} for {root} ({split}) was corrupt and {outcome}", DataWarning,
+                      stacklevel=3)  # fmt: skip
     return result
 
 
 def _mostly_grey(files: list[tuple[Path, int]]) -> bool:
-    """Grey when the first images are stored as greyscale files (mode L, LA, 1 or I), colour otherwise."""
-    from PIL import Image
-
+    """Grey when the first images are stored as greyscale files (mode L, LA, 1, I, I;16 or F), colour otherwise."""
     modes = []
     for path, _ in files[:8]:
         try:
-            with Image.open(path) as img:
-                modes.append(img.mode)
-        except OSError:
+            modes.append(image_mode(path))
+        except ZooError:
             continue
-    return bool(modes) and all(m in ("L", "LA", "1", "I", "I;16") for m in modes)
+    return bool(modes) and all(m in GREY_MODES for m in modes)
 
 
 def find_dataset(name: str, image_size: int | None = None, grayscale: bool | None = None) -> Dataset:
