@@ -177,8 +177,8 @@ def _write_cache(path: Path, images: torch.Tensor, labels: torch.Tensor) -> bool
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
             save_file({"images": images, "labels": labels}, str(tmp))
-    except OSError:
-        return False  # a cache that cannot be written only costs the next run its decoding time
+    except (OSError, ZooError):  # a full disk, say: a cache that cannot be written only costs decoding time
+        return False
     return True
 
 
