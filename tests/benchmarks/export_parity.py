@@ -1,11 +1,11 @@
 """Benchmark: how close every correct float32 export comes to the parity limit, over seeds, data sets and batches.
 
 For each seed, data set and built-in architecture it trains a short run (one epoch of the default
-recipe, `--epochs`), exports every format with the check set to accept anything, and reads back
-what the check measured: the largest difference in float32 rounding steps at the output row's
-scale, on real test images and on random inputs, at batch sizes 1, 2, 64 and 256.  The margin is
-the default limit (zoo.exporting.DEFAULT_ULPS) over the worst measured value: above 1, every
-correct file passes with that much room.
+recipe, `--epochs`, on `--limit` images if given), exports every format with the check set to accept
+anything, and reads back what the check measured: the largest difference in float32 rounding steps
+at the output row's scale, on real test images and on random inputs, at batch sizes 1, 2, 64 and 256.
+The margin is the default limit (zoo.exporting.DEFAULT_ULPS) over the worst measured value: above 1,
+every correct file passes with that much room.
 
 Run: python tests/benchmarks/export_parity.py --data-dir ../shared/datasets [--seeds 0 1 ... 9]
 MNIST is skipped (with a note) when it is not in --data-dir.
@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=["sevenseg", "mnist"])
     parser.add_argument("--archs", nargs="+", default=None)
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--limit", type=int, default=None, help="train on this many images (default: all)")
     args = parser.parse_args()
     warnings.simplefilter("ignore", FutureWarning)  # TorchScript's deprecation, on purpose
     registry = zoo.get_registry()
@@ -52,8 +53,8 @@ def main() -> None:
             for seed in args.seeds:
                 for arch in archs:
                     out = Path(tmp) / f"{arch}-{dataset}-{seed}"
-                    run = zoo.train(arch, dataset, seed=seed, epochs=args.epochs, out=out, progress="none",
-                                    data_dir=args.data_dir)  # fmt: skip
+                    run = zoo.train(arch, dataset, seed=seed, epochs=args.epochs, limit=args.limit, out=out,
+                                    progress="none", data_dir=args.data_dir)  # fmt: skip
                     result = export(str(run.path), ulps=math.inf, batch_sizes=(1, 2, 64, 256),
                                     data_dir=args.data_dir, out=out / "export")  # fmt: skip
                     for c in result.checks:
