@@ -541,10 +541,10 @@ def train(
     test = evaluate(model, data.test, normalize)
     result = RunResult(path, config, history, test, ds.classes)
     write_text(path / "report.txt", report(test, ds.classes) + "\n")
-    write_json(path / runs.SUMMARY, result.summary())
     plots.curves(history, path / "curves.png")
     plots.confusion(test.confusion, ds.classes, path / "confusion.png")
     plots.misses(data.test.images, test.labels, test.predictions, ds.classes, path / "misses.png")
+    write_json(path / runs.SUMMARY, result.summary())  # last: a run with a summary has all its files
     return result
 
 
