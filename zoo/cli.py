@@ -15,7 +15,7 @@ import click
 from zoo import __version__
 from zoo.errors import DataWarning, PluginWarning, ZooError
 from zoo.loader import get_registry
-from zoo.registry import Architecture, Dataset, Registry, format_shape
+from zoo.registry import DEFAULT_ULPS, Architecture, Dataset, Registry, format_shape
 
 __all__ = ["cli", "main"]
 
@@ -367,7 +367,7 @@ def predict(ctx: click.Context, weights: str, images: tuple[str, ...], top_k: in
 @click.option("--runs-dir", type=click.Path(file_okay=False), default="runs", show_default=True,
               help="Where to look for the newest run of ARCH.")  # fmt: skip
 @click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset.")
-@click.option("--ulps", type=click.FloatRange(min=0), default=64, show_default=True,
+@click.option("--ulps", type=click.FloatRange(min=0), default=DEFAULT_ULPS, show_default=True,
               help="Largest difference allowed, in float32 rounding steps at each output row's scale.")  # fmt: skip
 @click.option("--batch-sizes", default="1,2,64", show_default=True, help="Batch sizes the parity check runs.")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Where data sets are stored (for real inputs).")

@@ -20,7 +20,7 @@ from zoo.files import atomic_path, sha256, write_json
 from zoo.folders import find_dataset
 from zoo.inference import load_model, recorded_data_dir
 from zoo.loader import get_registry
-from zoo.registry import Exporter
+from zoo.registry import DEFAULT_ULPS, Exporter
 
 __all__ = ["DEFAULT_ULPS", "Check", "ExportError", "ExportResult", "export", "rounding_steps", "top1_disagreements"]
 
@@ -34,8 +34,6 @@ class ExportError(ZooError):
 
 
 FLOAT32_EPS = float(np.finfo(np.float32).eps)
-DEFAULT_ULPS = 64.0
-"""How far a float32 export may differ from the model: this many float32 rounding steps at each output row's scale."""
 
 
 def rounding_steps(expected: np.ndarray, got: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ from zoo.names import normalize, resolve
 if TYPE_CHECKING:
     from torch import Tensor, nn
 
-__all__ = ["Architecture", "Dataset", "Exporter", "Plugin", "Recipe", "Registry", "Shape"]
+__all__ = ["DEFAULT_ULPS", "Architecture", "Dataset", "Exporter", "Plugin", "Recipe", "Registry", "Shape"]
 
 Shape = tuple[int, int, int]
 """An image shape as channels, height, width."""
@@ -29,6 +29,10 @@ Runner = str | Callable[[Path], tuple[Callable[[Any], Any], dict[str, Any]]]
 Loader = str | Callable[[Split, Path, bool], "tuple[Tensor, Tensor]"]
 
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
+
+DEFAULT_ULPS = 64.0
+"""How far a float32 export may differ from its model (``zoo export --ulps``): this many float32 rounding
+steps at each output row's scale (see zoo.exporting.rounding_steps)."""
 
 
 def _import(target: str | Callable[..., Any]) -> Callable[..., Any]:
