@@ -30,7 +30,7 @@ Loader = str | Callable[[Split, Path, bool], "tuple[Tensor, Tensor]"]
 
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
 
-DEFAULT_ULPS = 64.0
+DEFAULT_ULPS = 128.0
 """How far a float32 export may differ from its model (``zoo export --ulps``): this many float32 rounding
 steps at each output row's scale (see zoo.exporting.rounding_steps)."""
 
