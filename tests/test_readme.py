@@ -58,11 +58,15 @@ def quick_start(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def needs(command: str) -> str | None:
-    """Why a README command cannot run here, or None."""
+    """Why a README command cannot run here, or None; `zoo export ARCH` needs what the last `zoo train ARCH` did."""
     if "downloads" in command.partition("#")[2]:
         return "downloads a data set"
     if "../shared/datasets" in command and not SHARED_DATA.is_dir():
         return f"{SHARED_DATA} is not here"
+    words = command.split()
+    if words[1] == "export" and "/" not in words[2]:
+        trainer = [c for c in COMMANDS[: COMMANDS.index(command)] if c.split()[1:3] == ["train", words[2]]]
+        return needs(trainer[-1]) if trainer else None
     return None
 
 
