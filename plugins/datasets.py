@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 DIGITS = tuple("0123456789")
 FASHION = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 CIFAR10 = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+CIFAR10_PNG = "CIFAR-10-dataset"
+"""CIFAR-10 as PNG files in train/<class>/ and test/<class>/, as in a clone of github.com/cyizhuo/CIFAR-10-dataset."""
 
 
 def _expected_files(cls: type, root: Path) -> str:
@@ -29,7 +31,10 @@ def _expected_files(cls: type, root: Path) -> str:
     if hasattr(cls, "resources"):  # MNIST and FashionMNIST: raw IDX files, optionally gzipped
         names = ", ".join(os.path.splitext(os.path.basename(url))[0] for url, _ in cls.resources)
         return f"{names} in {root / cls.__name__ / 'raw'}"
-    return f"{cls.filename} in {root}, or its contents in {root / cls.base_folder}"  # type: ignore[attr-defined]
+    return (
+        f"{cls.filename} in {root}, or its contents in {root / cls.base_folder}, "  # type: ignore[attr-defined]
+        f"or the PNG files in {root / CIFAR10_PNG}/train/<class>/ and test/<class>/"
+    )
 
 
 def _damaged_idx_file(cls: type, root: Path) -> Path | None:
@@ -73,6 +78,21 @@ def _torchvision(class_name: str, split: str, root: Path, download: bool) -> tup
     return images, torch.as_tensor(ds.targets, dtype=torch.int64)
 
 
+def _cifar10(split: str, root: Path, download: bool) -> tuple[Tensor, Tensor]:
+    """torchvision's CIFAR-10 files when they are there; else its PNG class folders; else torchvision's download."""
+    folder = root / CIFAR10_PNG
+    if (root / "cifar-10-batches-py").is_dir() or not (folder / split).is_dir():
+        return _torchvision("CIFAR10", split, root, download)
+    from zoo.folders import load_split
+
+    classes, images, labels = load_split(folder, split, grayscale=False)
+    if classes != CIFAR10 or images.shape[1:] != (3, 32, 32):
+        shape = "x".join(map(str, images.shape[1:]))
+        raise zoo.ZooError(f"{folder} is not CIFAR-10: it has classes {', '.join(classes)} of {shape} images; "
+                           f"expected {', '.join(CIFAR10)} of 3x32x32")  # fmt: skip
+    return images, labels
+
+
 @functools.lru_cache(maxsize=4)
 def _sevenseg(size: int, channels: int, split: str) -> tuple[Tensor, Tensor]:
     from .sevenseg import generate
@@ -104,7 +124,7 @@ def register_datasets(register: Callable[[Dataset], None]) -> None:
         train_size=60_000, test_size=10_000, source=tv,
     ))  # fmt: skip
     register(Dataset(
-        name="cifar10", aliases=("cifar_10",), loader=functools.partial(_torchvision, "CIFAR10"),
+        name="cifar10", aliases=("cifar_10",), loader=_cifar10,
         summary="small colour photos of ten object classes", classes=CIFAR10, shape=(3, 32, 32),
         mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616), train_size=50_000, test_size=10_000, source=tv,
     ))  # fmt: skip

@@ -7,7 +7,7 @@ __version__ = "0.1.0"
 from zoo.errors import AmbiguousName, DatasetNotFound, PluginWarning, UnknownName, ZooError
 from zoo.hookspecs import hookimpl
 from zoo.loader import get_registry, load_registry
-from zoo.registry import Architecture, Dataset, Exporter, Plugin, Recipe, Registry
+from zoo.registry import Architecture, Dataset, Exporter, Plugin, Recipe, Registry, Weights
 
 # No submodule is named like a function here, so these names are always the functions.
 _LAZY = {
@@ -40,6 +40,7 @@ __all__ = [
     "Recipe",
     "Registry",
     "UnknownName",
+    "Weights",
     "ZooError",
     "__version__",
     "evaluate",

@@ -15,7 +15,7 @@ import click
 from zoo import __version__
 from zoo.errors import DataWarning, PluginWarning, ZooError
 from zoo.loader import get_registry
-from zoo.registry import DEFAULT_ULPS, Architecture, Dataset, Registry, format_shape
+from zoo.registry import DEFAULT_ULPS, Architecture, Dataset, Registry, Weights, format_shape
 
 __all__ = ["cli", "main"]
 
@@ -107,7 +107,7 @@ def list_(patterns: tuple[str, ...], as_json: bool) -> None:
         raise ZooError(f"nothing matches {' '.join(patterns)}; run `zoo list` without a pattern to see everything")
 
 
-def _provider_json(registry: Registry, item: Architecture | Dataset) -> dict[str, str]:
+def _provider_json(registry: Registry, item: Architecture | Dataset | Weights) -> dict[str, str]:
     plugin = registry.provider(item)
     return {"distribution": plugin.distribution, "version": plugin.version, "plugin": plugin.name}
 
@@ -170,6 +170,11 @@ def _architecture_info(registry: Registry, arch: Architecture, dataset: Dataset 
         click.echo(f"source: {arch.source}")
     if arch.notes:
         click.echo(f"notes: {arch.notes}")
+    published = [w for w in registry.weights.values() if w.architecture == arch.name]
+    if published:
+        click.echo("\npublished weights (`zoo weights`; * is the default):")
+        click.echo(_table(("weights", "data set", "test accuracy", "parameters", "MACs", "size", "provider"),
+                          [_weights_row(registry, w) for w in published]))  # fmt: skip
 
 
 def _dataset_info(registry: Registry, dataset: Dataset, data_dir: str | None) -> None:
@@ -232,7 +237,7 @@ def plugins(as_json: bool) -> None:
 @click.option("--weight-decay", type=float, help="Weight decay (decoupled for adamw).")
 @click.option("--schedule", help="Learning-rate schedule: constant, onecycle or cosine.")
 @click.option("--warmup", type=float, help="Fraction of the steps the onecycle schedule warms up over.")
-@click.option("--augment", help="none, crop (random crops after padding) or crop_flip (and mirroring).")
+@click.option("--augment", help="none, crop (random crops after padding), flip (random mirroring) or crop_flip (both).")
 @click.option("--seed", type=int, help="Seed for the weights, the validation split, the shuffle and augmentation.")
 @click.option("--val-split", type=float, help="Fraction of the training split held out for validation.")
 @click.option("--image-size", type=int, help="Resize a folder's images to N x N pixels.")
@@ -242,6 +247,11 @@ def plugins(as_json: bool) -> None:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or mps.")
 @click.option("--threads", type=int, help="CPU threads [default: the CPUs this process may use].")
 @click.option("--amp", is_flag=True, default=None, help="Mixed precision (bfloat16 autocast).")
+@click.option(
+    "--init",
+    metavar="WEIGHTS",
+    help="Fine-tune: start from ARCH:TAG, a run or a weights file (a new head for another class count).",
+)
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Where data sets are stored.")
 @click.option("--runs-dir", type=click.Path(file_okay=False), help="Parent of new run directories [default: runs].")
 @click.option("--out", type=click.Path(file_okay=False), help="The run directory itself (must be new or empty).")
@@ -298,14 +308,17 @@ def _evaluation_text(evaluation: Any, classes: Sequence[str]) -> str:
 
 
 @cli.command("eval")
-@click.argument("weights", metavar="RUN_OR_WEIGHTS", type=click.Path())
+@click.argument("weights", metavar="RUN_OR_WEIGHTS")
 @click.argument("dataset", required=False)
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Where data sets are stored.")
 @click.option("--out", type=click.Path(file_okay=False), help="Where to write report.txt and the plots.")
 @click.option("--json", "as_json", is_flag=True, help="Print accuracy and per-class figures as JSON.")
 @click.option("--trust", is_flag=True, help="Load TorchScript and .pt2 files, which run code they carry.")
 def eval_(weights: str, dataset: str | None, data_dir: str | None, out: str | None, as_json: bool, trust: bool) -> None:
-    """Score trained weights on DATASET's test split (default: the data set they were trained on)."""
+    """Score trained weights on DATASET's test split (default: the data set they were trained on).
+
+    RUN_OR_WEIGHTS is a run directory, a .safetensors, .onnx, .pt or .pt2 file, or published weights ARCH:TAG.
+    """
     from zoo.inference import evaluate
 
     result = evaluate(weights, dataset, data_dir=data_dir, out=out, trust=trust)
@@ -324,7 +337,7 @@ def eval_(weights: str, dataset: str | None, data_dir: str | None, out: str | No
 
 
 @cli.command()
-@click.argument("weights", metavar="RUN_OR_WEIGHTS", type=click.Path())
+@click.argument("weights", metavar="RUN_OR_WEIGHTS")
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 @click.option("--top-k", "-k", type=int, default=3, show_default=True, help="How many classes to show per image.")
 @click.option("--invert/--no-invert", default=None,
@@ -335,7 +348,10 @@ def eval_(weights: str, dataset: str | None, data_dir: str | None, out: str | No
 @click.pass_context
 def predict(ctx: click.Context, weights: str, images: tuple[str, ...], top_k: int, invert: bool | None, as_json: bool,
             trust: bool) -> None:  # fmt: skip
-    """Classify image files (PNG, JPEG; any size or colour mode) with trained weights."""
+    """Classify image files (PNG, JPEG; any size or colour mode) with trained weights.
+
+    RUN_OR_WEIGHTS is a run directory, an exported file, or published weights ARCH:TAG (`zoo weights`).
+    """
     from zoo.prediction import predict as run_prediction  # imports only the file's own runtime
 
     results = run_prediction(weights, images, top_k=top_k, invert=invert, trust=trust)
@@ -360,7 +376,7 @@ def predict(ctx: click.Context, weights: str, images: tuple[str, ...], top_k: in
 @click.option("--pt2", is_flag=True, help="torch.export program.")
 @click.option("--format", "extra", multiple=True, metavar="NAME", help="Another registered format (repeatable).")
 @click.option("--all", "all_formats", is_flag=True, help="Every registered format (the default).")
-@click.option("--weights", type=click.Path(exists=True), help="A checkpoint file or run directory to export.")
+@click.option("--weights", help="A checkpoint file, run directory or published ARCH:TAG to export.")
 @click.option("--untrained", is_flag=True, help="Export freshly initialised weights, on purpose.")
 @click.option("--out", type=click.Path(file_okay=False),
               help="Directory for the files [default: RUN/export, or beside a weights file].")  # fmt: skip
@@ -379,7 +395,8 @@ def export(target: str, safetensors: bool, torchscript: bool, onnx: bool, pt2: b
            all_formats: bool, batch_sizes: str, as_json: bool, **options: Any) -> None:  # fmt: skip
     """Export a trained model to every format (or those named), each proven equivalent to the PyTorch model.
 
-    ARCH_OR_RUN is a run directory, a weights file, or an architecture name (its newest run in --runs-dir).
+    ARCH_OR_RUN is a run directory, a weights file, published weights ARCH:TAG, or an architecture name: its
+    newest run in --runs-dir, else its default published weights.
     """
     from dataclasses import asdict
 
@@ -410,6 +427,72 @@ def export(target: str, safetensors: bool, torchscript: bool, onnx: bool, pt2: b
     click.echo(f"manifest: {result.out / 'manifest.json'}")
     for notice in result.notices:
         click.echo(f"note: {notice}", err=True)
+
+
+def _weights_row(registry: Registry, w: Weights) -> tuple[str, ...]:
+    several = sum(v.architecture == w.architecture for v in registry.weights.values()) > 1
+    marked = several and registry.find_weights(w.architecture) is w
+    return (w.name + " *" * marked, w.dataset, f"{w.accuracy:.2%}", f"{w.params:,}", f"{w.macs:,}",
+            f"{w.size / 1e6:.2f} MB", registry.provider(w).label)  # fmt: skip
+
+
+@cli.command("weights")
+@click.argument("patterns", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="Print the records as JSON.")
+@click.option("--markdown", is_flag=True, help="Print the table in Markdown (the README's results table).")
+def weights_(patterns: tuple[str, ...], as_json: bool, markdown: bool) -> None:
+    """List published weights (ARCH:TAG), optionally those matching glob PATTERNS; * marks the default of an
+    architecture that has several.
+
+    Use them by name: zoo eval cnn32:mnist, zoo predict lenet:fashionmnist IMAGE, zoo export cnn32:mnist.
+    """
+    registry = get_registry()
+    aliases = {a.name: a.aliases for a in registry.architectures.values()}
+    globs = [p.lower() if ":" in p else f"{p.lower()}:*" for p in patterns]  # `cnn32` matches cnn32:anything
+    chosen = [
+        w
+        for w in registry.weights.values()
+        if not globs
+        or any(fnmatch.fnmatch(f"{n}:{w.tag}", g) for n in (w.architecture, *aliases[w.architecture]) for g in globs)
+    ]
+    if as_json:
+        click.echo(json.dumps([{**w.to_json(), "name": w.name, "provider": _provider_json(registry, w)}
+                               for w in chosen], indent=2))  # fmt: skip
+        return
+    if not chosen:
+        raise ZooError(f"no published weights match {' '.join(patterns)}; run `zoo weights` to see them all"
+                       if patterns else "no plugin publishes weights; train your own with `zoo train`")  # fmt: skip
+    headers = ("weights", "data set", "test accuracy", "parameters", "MACs", "size", "provider")
+    rows = [_weights_row(registry, w) for w in chosen]
+    if markdown:
+        lines = [headers, tuple("---" for _ in headers), *[(f"`{r[0]}`", *r[1:]) for r in rows]]
+        click.echo("\n".join("| " + " | ".join(row) + " |" for row in lines))
+        return
+    click.echo(_table(headers, rows))
+
+
+@cli.command()
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.option("--tag", help="The TAG of ARCH:TAG [default: the data set's name].")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=".",
+    show_default=True,
+    help="Where to write ARCH-TAG.safetensors and its record ARCH-TAG.json (a plugin's weights/ folder).",
+)
+@click.option("--url", default="", help="Where the file will be downloadable from, if not shipped as package data.")
+@click.option("--default", "default", is_flag=True, help="Make these the architecture's default weights.")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Where the test split is stored.")
+def publish(run: str, tag: str | None, out: str, url: str, default: bool, data_dir: str | None) -> None:
+    """Make a finished run into published weights: the file, and a record with its test accuracy, sha256,
+    size, parameters, MACs and the `zoo train` command that made it."""
+    from zoo.weights import publish as run_publish
+
+    record = run_publish(run, tag, out, url=url, default=default, data_dir=data_dir)
+    name = f"{record['architecture']}-{record['tag']}"
+    click.echo(f"wrote {os.path.join(out, name)}.safetensors and .json: {record['architecture']}:{record['tag']}, "
+               f"{record['accuracy']:.2%} on {record['dataset']}'s test split, {record['size']:,} bytes")  # fmt: skip
 
 
 @cli.command()

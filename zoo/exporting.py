@@ -20,7 +20,8 @@ from zoo.files import atomic_path, sha256, write_json
 from zoo.folders import find_dataset
 from zoo.inference import load_model, recorded_data_dir
 from zoo.loader import get_registry
-from zoo.registry import DEFAULT_ULPS, Exporter
+from zoo.registry import DEFAULT_ULPS, Exporter, Weights
+from zoo.weights import fetch, split_name
 
 __all__ = ["DEFAULT_ULPS", "Check", "ExportError", "ExportResult", "export", "rounding_steps", "top1_disagreements"]
 
@@ -85,14 +86,19 @@ class ExportResult:
 
 
 def _source(
-    target: str, weights: str | None, runs_dir: Path, untrained: bool
+    target: str, weights: str | None, runs_dir: Path, untrained: bool, notices: list[str]
 ) -> tuple[torch.nn.Module, dict[str, Any], str, Path, Path | None]:
     """The model, its metadata, a name for the files, where they go by default, and the run or file it came from.
 
     From a weights file (beside it), a run directory or the architecture's newest run (``RUN/export``),
+    published weights ``ARCH:TAG`` or, for an architecture without runs, its default ones (``exports/ARCH-TAG``),
     or fresh weights (``exports/ARCH-untrained``).
     """
     registry = get_registry()
+    named = weights or target
+    parts = None if Path(named).exists() else split_name(named)
+    if parts:
+        return _published(registry.find_weights(*parts))
     given = Path(weights) if weights else Path(target) if Path(target).exists() else None
     if given is not None:
         model, meta = load_model(given)
@@ -108,12 +114,23 @@ def _source(
         return model, meta, f"{arch.name}-untrained", Path("exports") / f"{arch.name}-untrained", None
     newest = runs.newest(runs_dir, arch.name)
     if newest is None:
-        raise ZooError(
-            f"no trained run of {arch.name} in {runs_dir}/; train one with `zoo train {arch.name} DATASET`, "
-            f"give a run directory or --weights FILE, or pass --untrained to export fresh weights on purpose"
-        )
+        if not any(w.architecture == arch.name for w in registry.weights.values()):
+            raise ZooError(
+                f"no trained run of {arch.name} in {runs_dir}/; train one with `zoo train {arch.name} DATASET`, "
+                f"give a run directory or --weights FILE, or pass --untrained to export fresh weights on purpose"
+            )
+        published = registry.find_weights(arch.name)
+        notices.append(f"no run of {arch.name} in {runs_dir}/, so these are its published weights {published.name} "
+                       f"({published.accuracy:.2%} on {published.dataset}'s test split)")  # fmt: skip
+        return _published(published)
     model, meta = load_model(newest)
     return model, meta, arch.name, newest / "export", newest
+
+
+def _published(weights: Weights) -> tuple[torch.nn.Module, dict[str, Any], str, Path, Path | None]:
+    model, meta = load_model(fetch(weights))
+    name = f"{weights.architecture}-{weights.tag}"
+    return model, meta, name, Path("exports") / name, None
 
 
 def _inputs(
@@ -200,11 +217,12 @@ def export(
     exporters = [registry.exporter(f) for f in formats] if formats else list(registry.exporters.values())
     if not batch_sizes or min(batch_sizes) < 1:
         raise ZooError("--batch-sizes must be positive integers, such as 1,2,64")
-    model, meta, name, default_out, origin = _source(str(target), weights, Path(runs_dir), untrained)
+    notices: list[str] = []
+    model, meta, name, default_out, origin = _source(str(target), weights, Path(runs_dir), untrained, notices)
     model.eval()
     training_only = ("history", "progress")  # a checkpoint's resume state means nothing in an export
     meta = {**{k: v for k, v in meta.items() if k not in training_only}, "opset": opset, "zoo_version": zoo.__version__}
-    result = ExportResult(Path(out) if out else default_out)
+    result = ExportResult(Path(out) if out else default_out, notices=notices)
     paths = {e.name: result.out / f"{name}{e.suffix}" for e in exporters}
     existing = [str(p) for p in paths.values() if p.exists()]
     if existing and not force:

@@ -101,6 +101,19 @@ def write_json(path: Path, data: Any) -> None:
     write_text(path, json.dumps(data, indent=2) + "\n")
 
 
+CACHE_DIR_ENV = "ZOO_CACHE_DIR"
+
+
+def cache_root() -> Path:
+    """Where zoo keeps what it can make again (decoded folders, downloaded weights): $ZOO_CACHE_DIR, or the user's
+    cache directory."""
+    if os.environ.get(CACHE_DIR_ENV):
+        return Path(os.environ[CACHE_DIR_ENV])
+    import platformdirs
+
+    return platformdirs.user_cache_path("zoo")
+
+
 def sha256(path: Path) -> str:
     """The file's SHA-256, hex, read in 1 MiB blocks."""
     digest = hashlib.sha256()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import warnings
 from collections import Counter
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from zoo.errors import DataWarning, ZooError
-from zoo.files import atomic_path
+from zoo.files import CACHE_DIR_ENV, atomic_path, cache_root
 from zoo.images import GREY_MODES, decode, image_mode
 from zoo.registry import Dataset, format_shape
 
@@ -25,9 +24,8 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
-__all__ = ["CACHE_DIR_ENV", "find_dataset", "folder_dataset"]
+__all__ = ["CACHE_DIR_ENV", "find_dataset", "folder_dataset", "load_split"]
 
-CACHE_DIR_ENV = "ZOO_CACHE_DIR"
 SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 TEST_FRACTION = 0.2  # of a single folder, held out as the test split
 CACHE_FORMAT = 2  # part of each cache entry's key: raised when decoding changes, so older entries are not reused
@@ -123,11 +121,7 @@ def _layout(root: Path) -> _Layout:
 
 
 def _cache_dir() -> Path:
-    if os.environ.get(CACHE_DIR_ENV):
-        return Path(os.environ[CACHE_DIR_ENV])
-    import platformdirs
-
-    return platformdirs.user_cache_path("zoo") / "folders"
+    return cache_root() / "folders"
 
 
 def _decode(
@@ -230,6 +224,15 @@ def _mostly_grey(files: list[tuple[Path, int]]) -> bool:
         except ZooError:
             continue
     return bool(modes) and all(m in GREY_MODES for m in modes)
+
+
+def load_split(root: Path, split: str, grayscale: bool | None = None,
+               ) -> tuple[tuple[str, ...], torch.Tensor, torch.Tensor]:  # fmt: skip
+    """One split of ``root/train/<class>`` and ``root/test/<class>``: its class names, images and labels (cached)."""
+    root = root.resolve()
+    layout = _layout(root)
+    images, labels = _load(root, layout, split, None, grayscale)
+    return layout.classes, images, labels
 
 
 def find_dataset(name: str, image_size: int | None = None, grayscale: bool | None = None) -> Dataset:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from zoo.registry import Architecture, Dataset, Exporter
+    from zoo.registry import Architecture, Dataset, Exporter, Weights
 
 hookspec = pluggy.HookspecMarker("zoo")
 hookimpl = pluggy.HookimplMarker("zoo")
@@ -40,4 +40,14 @@ def register_exporters(register: Callable[[Exporter], None]) -> None:
     Call ``register(zoo.Exporter(...))`` once per format.  ``zoo export`` writes
     each file with ``writer`` and proves it with ``runner``, which must load the
     written file with the format's own runtime.
+    """
+
+
+@hookspec
+def register_weights(register: Callable[[Weights], None]) -> None:
+    """Register published trained weights.
+
+    Call ``register(zoo.Weights(...))`` once per file; ``zoo.weights.packaged(__package__)`` reads
+    the records that ``zoo publish`` wrote into the plugin's ``weights/`` folder.  Weights for an
+    architecture that no plugin registers are dropped with a warning.
     """

@@ -20,19 +20,21 @@ from zoo.folders import find_dataset
 from zoo.loader import get_registry
 from zoo.prediction import load_runner
 from zoo.registry import format_shape
+from zoo.weights import source_path, split_name
 
 __all__ = ["EvalResult", "evaluate", "load", "load_model", "recorded_data_dir"]
 
 
 def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """The model in a run directory (its best checkpoint) or a checkpoint file, in eval mode, and its metadata.
+    """The model in a run directory (its best checkpoint), a checkpoint file or published weights ``ARCH:TAG``,
+    in eval mode, and its metadata.
 
     The metadata is validated, and the file's tensor shapes are compared with the architecture's on
     PyTorch's meta device (which allocates nothing), before the model is built for real.
     """
     from zoo.training import _load_weights
 
-    source = runs.find_weights(Path(path))
+    source = runs.find_weights(source_path(path))
     saved = checkpoint.load(source)
     card = ModelCard.parse(saved.meta, source)
     arch = get_registry().architecture(card.architecture)
@@ -53,13 +55,20 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     return model.eval(), card.to_meta()
 
 
-def load(path: str | Path) -> nn.Module:
-    """The trained model in a run directory or a zoo safetensors file, in eval mode.
+def load(path: str | Path, weights: str | None = None) -> nn.Module:
+    """A trained model in eval mode: from a run directory, a zoo safetensors file, or published weights
+    (``load("cnn32", weights="mnist")``, or ``load("cnn32:mnist")``; ``weights="default"``: the default ones).
 
-    Its metadata (classes, input shape, mean and std, the data set, the training settings) is ``model.zoo_meta``.
+    Its metadata (classes, input shape, mean and std, the data set, the training settings) is ``model.zoo_meta``;
+    published weights are ``model.zoo_weights`` too, whose ``transforms()`` prepares images for the model.
     """
+    if weights is not None:
+        path = f"{path}:{weights}" if weights != "default" else get_registry().find_weights(str(path)).name
     model, meta = load_model(path)
-    model.__dict__["zoo_meta"] = meta  # a plain attribute: nn.Module's __setattr__ would type-check it
+    parts = None if Path(path).exists() else split_name(str(path))
+    # Plain attributes: nn.Module's __setattr__ would type-check them.
+    model.__dict__["zoo_meta"] = meta
+    model.__dict__["zoo_weights"] = get_registry().find_weights(*parts) if parts else None
     return model
 
 
@@ -130,7 +139,9 @@ def evaluate(
     # Normalise as the training data was, whatever data set is scored now.
     normalize = Normalizer(meta["mean"], meta["std"], torch.device("cpu"), False)
     scored = evaluation.evaluate(lambda x: torch.from_numpy(run(x.numpy())), split, normalize)
-    source = Path(path)
+    source = source_path(path)
+    if out is None and source != Path(path):  # published weights: not beside their file, in the installation
+        out = Path(f"{source.stem}-eval-{ds.name}")
     target = Path(out) if out else (source / f"eval-{ds.name}" if source.is_dir() else
                                     source.with_name(f"{source.stem}-eval-{ds.name}"))  # fmt: skip
     try:

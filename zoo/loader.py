@@ -13,7 +13,7 @@ import pluggy
 
 from zoo import hookspecs
 from zoo.errors import PluginWarning
-from zoo.registry import Architecture, Dataset, Exporter, Plugin, Registry
+from zoo.registry import Architecture, Dataset, Exporter, Item, Plugin, Registry, Weights
 
 __all__ = [
     "BUILTIN_DISTRIBUTION",
@@ -31,7 +31,8 @@ DISABLE_AUTOLOAD_ENV = "ZOO_DISABLE_PLUGIN_AUTOLOAD"
 ONLY_PLUGINS_ENV = "ZOO_PLUGINS"
 """A comma-separated list of the third-party distributions (or entry-point names) to load; others stay off."""
 
-_HOOKS = {"register_architectures": Architecture, "register_datasets": Dataset, "register_exporters": Exporter}
+_HOOKS = {"register_architectures": Architecture, "register_datasets": Dataset, "register_exporters": Exporter,
+          "register_weights": Weights}  # fmt: skip
 
 
 def _describe(exc: BaseException) -> str:
@@ -107,7 +108,7 @@ def load_registry(eps: Iterable[EntryPoint] | None = None) -> Registry:
         loaded.append((plugin, module))
 
     for plugin, module in loaded:
-        staged: list[Architecture | Dataset | Exporter] = []
+        staged: list[Item] = []
         try:
             for caller in pm.get_hookcallers(module) or []:
                 kind = _HOOKS[caller.name]
@@ -119,6 +120,14 @@ def load_registry(eps: Iterable[EntryPoint] | None = None) -> Registry:
             continue
         for item in staged:
             registry.add(item, plugin)
+    # Checked once every plugin is in: weights may be for an architecture that another plugin provides.
+    for weights in list(registry.weights.values()):
+        if weights.architecture not in registry.architectures:
+            registry.remove(
+                weights,
+                f"are ignored: no plugin registers the architecture {weights.architecture!r}",
+                "fix the architecture's name in the plugin, or install the plugin that provides it",
+            )
     return registry
 
 
@@ -133,7 +142,7 @@ def _register(pm: pluggy.PluginManager, module: ModuleType, name: str) -> None:
         )
 
 
-def _stage(staged: list[Architecture | Dataset | Exporter], kind: type, hook: str, item: object) -> None:
+def _stage(staged: list[Item], kind: type, hook: str, item: object) -> None:
     if not isinstance(item, kind):
         raise TypeError(f"{hook} got {type(item).__name__}, expected zoo.{kind.__name__}")
     staged.append(item)  # type: ignore[arg-type]

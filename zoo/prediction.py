@@ -17,6 +17,7 @@ from zoo.files import sha256
 from zoo.images import light_background, read_image
 from zoo.loader import get_registry
 from zoo.registry import Exporter
+from zoo.weights import source_path
 
 __all__ = ["Prediction", "classify", "exporter_for", "load_runner", "predict"]
 
@@ -96,12 +97,13 @@ def _check_manifest(path: Path) -> None:
 
 
 def load_runner(path: str | Path, trust: bool = False) -> tuple[Callable[[np.ndarray], np.ndarray], dict[str, Any]]:
-    """A function from normalised float32 batches to scores, and the metadata, for a run or any exported file.
+    """A function from normalised float32 batches to scores, and the metadata, for a run, any exported file, or
+    published weights ``ARCH:TAG``.
 
     Only the file's own runtime is imported: an .onnx file needs onnxruntime, not torch.
     A format whose files can run code (TorchScript, .pt2) is loaded only with ``trust=True``.
     """
-    source = runs.find_weights(Path(path))
+    source = runs.find_weights(source_path(path))
     exporter = exporter_for(source)
     if exporter.runs_code and not trust:
         raise ZooError(

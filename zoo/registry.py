@@ -9,15 +9,15 @@ import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from zoo.errors import PluginWarning, ZooError
+from zoo.errors import PluginWarning, UnknownName, ZooError
 from zoo.names import normalize, resolve
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
 
-__all__ = ["DEFAULT_ULPS", "Architecture", "Dataset", "Exporter", "Plugin", "Recipe", "Registry", "Shape"]
+__all__ = ["DEFAULT_ULPS", "Architecture", "Dataset", "Exporter", "Plugin", "Recipe", "Registry", "Shape", "Weights"]
 
 Shape = tuple[int, int, int]
 """An image shape as channels, height, width."""
@@ -29,6 +29,9 @@ Runner = str | Callable[[Path], tuple[Callable[[Any], Any], dict[str, Any]]]
 Loader = str | Callable[[Split, Path, bool], "tuple[Tensor, Tensor]"]
 
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+MAX_WEIGHTS_BYTES = 1 << 30
+"""The largest weights file zoo fetches: a download is cut off at its declared size, and this bounds that size."""
 
 DEFAULT_ULPS = 128.0
 """How far a float32 export may differ from its model (``zoo export --ulps``): this many float32 rounding
@@ -78,7 +81,8 @@ class Recipe:
     limit: int | None = None
     """Train on a random subset of this many training images."""
     augment: str = "none"
-    """Batched augmentation: ``none``, ``crop`` (random crops after padding) or ``crop_flip`` (and mirror images)."""
+    """Batched augmentation: ``none``, ``crop`` (random crops after padding), ``flip`` (mirror images at random)
+    or ``crop_flip`` (both)."""
     notes: str = ""
 
     def describe(self) -> str:
@@ -227,6 +231,98 @@ class Exporter:
         return _import(self.runner)(path)  # type: ignore[no-any-return]
 
 
+@dataclass(frozen=True, kw_only=True)
+class Weights:
+    """Published trained weights for an architecture: a verified file, and what was measured with it.
+
+    Named ``ARCH:TAG`` (``mnist_cnn32:mnist``).  The file is package data of the providing
+    distribution (``file="package:path/in/it.safetensors"``), or a download (``url=``) that zoo
+    keeps in its cache directory; either way its ``sha256`` is checked before every use.
+    """
+
+    architecture: str
+    tag: str
+    """Usually the data set the weights were trained on."""
+    sha256: str
+    size: int
+    """The file's length in bytes; a download is cut off beyond it."""
+    file: str = ""
+    url: str = ""
+    dataset: str
+    classes: tuple[str, ...]
+    input_shape: Shape
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    accuracy: float
+    """Top-1 accuracy on the data set's test split, as ``zoo eval ARCH:TAG`` measures it."""
+    loss: float
+    params: int
+    macs: int
+    """Multiply-accumulates per image."""
+    command: str = ""
+    """The ``zoo train`` command that produced the file, every setting spelt out."""
+    seed: int = 0
+    recipe: str = ""
+    train_seconds: float = 0.0
+    machine: str = ""
+    """Where it was trained (CPU model and vector features, threads): that machine reproduces it bit for bit."""
+    zoo_version: str = ""
+    torch_version: str = ""
+    default: bool = False
+    """The architecture's default weights (otherwise its first registered ones are)."""
+    notes: str = ""
+
+    aliases: ClassVar[tuple[str, ...]] = ()
+
+    @property
+    def name(self) -> str:
+        return f"{self.architecture}:{self.tag}"
+
+    def __post_init__(self) -> None:
+        _check_name("architecture", self.architecture, ())
+        _check_name("weights tag", self.tag, ())
+        if not _SHA256.fullmatch(self.sha256):
+            raise ValueError(f"weights {self.name}: sha256 must be 64 lower-case hex digits, got {self.sha256!r}")
+        if bool(self.file) == bool(self.url):
+            raise ValueError(f"weights {self.name}: give file= (package data) or url=, exactly one of them")
+        if self.file and not re.fullmatch(r"[A-Za-z_][\w.]*:[\w.\-/]+", self.file):
+            raise ValueError(f"weights {self.name}: file must be 'package:path/in/it', got {self.file!r}")
+        if self.url and not self.url.startswith(("https://", "http://")):
+            raise ValueError(f"weights {self.name}: url must be http(s), got {self.url!r}")
+        if isinstance(self.size, bool) or not isinstance(self.size, int) or not 0 < self.size <= MAX_WEIGHTS_BYTES:
+            raise ValueError(f"weights {self.name}: size must be 1 to {MAX_WEIGHTS_BYTES:,} bytes, got {self.size}")
+        if not 0 <= self.accuracy <= 1:
+            raise ValueError(f"weights {self.name}: accuracy is a fraction in [0, 1], got {self.accuracy}")
+        if len(self.input_shape) != 3 or len(self.mean) != self.input_shape[0] or len(self.std) != len(self.mean):
+            raise ValueError(f"weights {self.name}: input_shape is (C, H, W), with C values in mean and std")
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], **changes: Any) -> Weights:
+        """A record from :meth:`to_json`'s dict (lists become tuples), with ``changes`` applied."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - fields)
+        if unknown:
+            raise ValueError(f"unknown weights field(s) {', '.join(unknown)}")
+        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in {**data, **changes}.items()}
+        return cls(**values)
+
+    def transforms(self) -> Callable[[Any], Tensor]:
+        """What images go through before the model: a torchvision transform from a PIL image or uint8 tensor
+        to the normalised float tensor, as ``torchvision`` weights' ``transforms()``."""
+        import torch
+        from torchvision.transforms import v2
+
+        c, h, w = self.input_shape
+        colour = v2.Grayscale(1) if c == 1 else v2.RGB()
+        scale = v2.ToDtype(torch.float32, scale=True)
+        steps: list[Any] = [v2.ToImage(), colour, v2.Resize((h, w), antialias=True), scale,
+                            v2.Normalize(list(self.mean), list(self.std))]  # fmt: skip
+        return v2.Compose(steps)  # type: ignore[no-any-return]
+
+
 @dataclass
 class Plugin:
     """One entry point in the ``zoo`` group and what became of loading it."""
@@ -247,7 +343,7 @@ class Plugin:
         return f"{self.distribution} {self.version}"
 
 
-Item = Architecture | Dataset | Exporter
+Item = Architecture | Dataset | Exporter | Weights
 
 
 class Registry:
@@ -257,6 +353,8 @@ class Registry:
         self.architectures: dict[str, Architecture] = {}
         self.datasets: dict[str, Dataset] = {}
         self.exporters: dict[str, Exporter] = {}
+        self.weights: dict[str, Weights] = {}
+        """By ``ARCH:TAG``, in registration order."""
         self.plugins: list[Plugin] = []
         self._providers: dict[tuple[str, str], Plugin] = {}
 
@@ -265,6 +363,8 @@ class Registry:
             return "architecture", self.architectures
         if isinstance(item, Exporter):
             return "export format", self.exporters
+        if isinstance(item, Weights):
+            return "weights", self.weights
         return "data set", self.datasets
 
     def add(self, item: Item, plugin: Plugin) -> None:
@@ -285,14 +385,22 @@ class Registry:
                 f"alias {alias!r} of {kind} {item.name} from {plugin.label} is ignored: {other.label} already uses it",
             )
         if taken:
-            item = dataclasses.replace(item, aliases=tuple(a for a in item.aliases if a not in taken))
+            item = dataclasses.replace(item, aliases=tuple(a for a in item.aliases if a not in taken))  # type: ignore[arg-type]
         table[item.name] = item
         self._providers[(kind, item.name)] = plugin
         plugin.provides.append(f"{kind} {item.name}")
 
-    def _conflict(self, plugin: Plugin, message: str) -> None:
+    def _conflict(self, plugin: Plugin, message: str, fix: str = "rename it in the plugin") -> None:
         plugin.conflicts.append(message)
-        warnings.warn(message + "; rename it in the plugin", PluginWarning, stacklevel=3)
+        warnings.warn(f"{message}; {fix}", PluginWarning, stacklevel=3)
+
+    def remove(self, item: Item, reason: str, fix: str) -> None:
+        """Take back what a plugin registered, with a warning saying why and how to fix it."""
+        kind, table = self._table(item)
+        del table[item.name]
+        plugin = self._providers.pop((kind, item.name))
+        plugin.provides.remove(f"{kind} {item.name}")
+        self._conflict(plugin, f"{kind} {item.name} from {plugin.label} {reason}", fix)
 
     def provider(self, item: Item) -> Plugin:
         kind, _ = self._table(item)
@@ -309,6 +417,21 @@ class Registry:
     def exporter(self, name: str) -> Exporter:
         """The export format ``name`` stands for."""
         return self.exporters[resolve(name, _spellings(self.exporters), "export format")]
+
+    def find_weights(self, architecture: str, tag: str | None = None) -> Weights:
+        """The weights ``tag`` of ``architecture`` (any name that resolves to it); without a tag, its default ones."""
+        arch = self.architecture(architecture)
+        published = [w for w in self.weights.values() if w.architecture == arch.name]
+        if not published:
+            raise ZooError(f"{arch.name} has no published weights (`zoo weights` lists them); "
+                           f"train it with `zoo train {arch.name} DATASET`")  # fmt: skip
+        if tag is None:
+            return next((w for w in published if w.default), published[0])
+        for w in published:
+            if normalize(w.tag) == normalize(tag):
+                return w
+        raise UnknownName(f"{arch.name} has no weights tagged {tag!r}; "
+                          f"it has {', '.join(w.name for w in published)} (see `zoo weights {arch.name}`)")  # fmt: skip
 
     def lookup(self, name: str) -> Architecture | Dataset:
         """An architecture or a data set, whichever ``name`` stands for (architectures win a tie)."""

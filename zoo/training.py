@@ -48,7 +48,7 @@ __all__ = [
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "onecycle", "cosine")
-AUGMENTATIONS = ("none", "crop", "crop_flip")
+AUGMENTATIONS = ("none", "crop", "flip", "crop_flip")
 Progress = Literal["bar", "lines", "none"]
 
 
@@ -70,6 +70,8 @@ class TrainConfig(Recipe):
     threads: int = 1
     """CPU threads for PyTorch's kernels.  Part of the config because sums split over another number of
     threads round differently: the same seed gives bit-identical weights at the same thread count."""
+    init: str | None = None
+    """Start from these weights (``ARCH:TAG``, a run or a weights file) instead of random ones: fine-tuning."""
 
     def __post_init__(self) -> None:
         for name in ("lr", "weight_decay", "warmup", "val_split"):
@@ -137,6 +139,28 @@ def available_cpus() -> int:
             count = min(count, math.ceil(quota / period))
         break
     return max(1, count)
+
+
+_FEATURES = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "asimd", "sve")
+
+
+def describe_machine(threads: int) -> str:
+    """The CPU's model, which vector features it has (they change both speed and rounding), and the thread count."""
+    import platform
+
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    model = value.strip()
+                elif key.strip() in ("flags", "Features"):
+                    flags = set(value.split())
+    except OSError:
+        pass
+    has = ", ".join(f for f in _FEATURES if f in flags) or "no listed vector features"
+    return f"{platform.system()} {platform.machine()}, {model} ({has}), {threads} thread{'s' * (threads != 1)}"
 
 
 def lr_at(config: TrainConfig, step: int, total: int) -> float:
@@ -310,7 +334,8 @@ def train_one_epoch(
             break
         torch.manual_seed(_seed(config.seed, state.epoch, state.step, 1))  # dropout and augmentation of this step
         if config.augment != "none":
-            images = augment(images, pad, config.augment == "crop_flip", torch.default_generator)
+            crop, flip = "crop" in config.augment, "flip" in config.augment
+            images = augment(images, pad if crop else 0, flip, torch.default_generator)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(config, global_step, total_steps)
         x, y = normalize(images), labels.to(device, non_blocking=True)
@@ -469,6 +494,8 @@ def train(
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)  # the initial weights depend on the seed alone
     model = arch.build(ds.shape, ds.num_classes).to(device).to(memory_format=torch.channels_last)
+    resuming = resume is not None and (Path(resume) / runs.LAST).is_file()
+    init_sha256 = _initialise(model, config.init, arch, ds) if config.init and not resuming else None
     optimizer = _make_optimizer(config, model, device)
     steps_per_epoch = max(1, len(data.train) // config.batch_size)
     total_steps = min(config.epochs * steps_per_epoch, config.max_steps or sys.maxsize)
@@ -494,6 +521,7 @@ def train(
             "train": dataclasses.asdict(config), "data_dir": str(data_dir) if data_dir else None,
             "zoo_version": zoo.__version__, "torch_version": torch.__version__,
             "python_version": sys.version.split()[0], "device": str(device),
+            "machine": describe_machine(config.threads), "init_sha256": init_sha256,
         })  # fmt: skip
 
     def save_last() -> None:
@@ -571,6 +599,39 @@ def _resume(
         raise ZooError(f"the resume state in {source} is damaged ({detail}); start the run again with `zoo train`"
                        ) from exc  # fmt: skip
     return history, state
+
+
+def _initialise(model: nn.Module, source: str, arch: Architecture, ds: Dataset) -> str:
+    """Copy the weights ``source`` names into the new model; returns their file's sha256, for the run's record.
+
+    With another class count than they were trained for, the classifier head (the tensors sized by the class
+    count) keeps its fresh initialisation; every other tensor must fit as it is.
+    """
+    from zoo.card import ModelCard
+    from zoo.files import sha256
+    from zoo.weights import source_path
+
+    path = runs.find_weights(source_path(source))
+    saved = checkpoint.load(path)
+    card = ModelCard.parse(saved.meta, path)
+    if card.architecture != arch.name:
+        raise ZooError(f"--init {source} holds {card.architecture} weights, not {arch.name}'s; "
+                       f"train {card.architecture}, or give weights of {arch.name}")  # fmt: skip
+    if card.input_shape != ds.shape:
+        raise ZooError(f"--init {source} was trained on {'x'.join(map(str, card.input_shape))} images, {ds.name} has "
+                       f"{'x'.join(map(str, ds.shape))}; fine-tune on a data set of the same image shape")  # fmt: skip
+    own = model.state_dict()
+    head = sorted(k for k, v in saved.weights.items() if k in own and own[k].shape != v.shape)
+    foreign = [k for k in head if card.num_classes == ds.num_classes or own[k].shape[0] != ds.num_classes]
+    if own.keys() != saved.weights.keys() or foreign:
+        detail = ", ".join(sorted(own.keys() ^ saved.weights.keys()) or foreign)[:200]
+        raise ZooError(f"the weights of --init {source} do not fit {arch.name} ({detail}); give weights that "
+                       f"`zoo train {arch.name}` wrote")  # fmt: skip
+    model.load_state_dict({k: v for k, v in saved.weights.items() if k not in head}, strict=False)
+    if head:
+        print(f"zoo: starting from {source}, with a new classifier head for {ds.num_classes} classes "
+              f"({', '.join(head)})", file=sys.stderr, flush=True)  # fmt: skip
+    return sha256(path)
 
 
 def _load_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: Path) -> None:
