@@ -34,8 +34,13 @@ def test_sdist_and_wheel_contents(tmp_path: Path) -> None:
     # The built-ins install under zoo's own name: zoo claims no generic top-level import names.
     assert {f.split("/")[0] for f in files if not f.startswith("zoo_classifiers-")} == {"zoo"}
     assert {"zoo/plugins/nets.py", "zoo/exporters/formats.py"} <= set(files)
+    # The published weights ship as package data, each file with its record, in the sdist and in the wheel.
+    shipped = {p.name for p in (ROOT / "plugins" / "weights").iterdir() if p.suffix in (".safetensors", ".json")}
+    assert len(shipped) >= 10
+    assert {f"zoo/plugins/weights/{n}" for n in shipped} <= set(files)
+    assert {f"plugins/weights/{n}" for n in shipped} <= names
     assert (
         "[zoo]\narchitectures = zoo.plugins.architectures\ndatasets = zoo.plugins.datasets\n"
-        "formats = zoo.exporters.formats" in declared
+        "formats = zoo.exporters.formats\nweights = zoo.plugins.pretrained" in declared
     )
     assert "[console_scripts]\nzoo = zoo.cli:main" in declared

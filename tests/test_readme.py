@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -49,6 +50,8 @@ def write_digit(path: Path) -> None:
 def quick_start(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder where the quick start's zoo commands ran, as a newcomer runs them, and a digit.png."""
     cwd = tmp_path_factory.mktemp("newcomer")
+    (cwd / "docs").mkdir()
+    shutil.copyfile(ROOT / "docs" / "seven.png", cwd / "docs" / "seven.png")  # the quick start's picture
     for command in QUICK_START.split(" && ")[2:]:  # after making and filling the venv, which this one is
         args = shlex.split(command)
         assert args[0] == ".venv/bin/zoo"
@@ -97,7 +100,7 @@ def test_every_python_block_runs(code: str, tmp_path: Path, monkeypatch: pytest.
     namespace: dict[str, object] = {}
     exec(compile(code, "<block>", "exec"), namespace)
     kinds = {"register_architectures": zoo.Architecture, "register_datasets": zoo.Dataset,
-             "register_exporters": zoo.Exporter}  # fmt: skip
+             "register_exporters": zoo.Exporter, "register_weights": zoo.Weights}  # fmt: skip
     for hook, kind in kinds.items():
         if hook in namespace:
             registered: list[object] = []

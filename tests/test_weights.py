@@ -187,7 +187,8 @@ def weights_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     record = {**builtin.to_json(), "tag": "shipped"}
     del record["file"]
     (package / "weights" / "mnist_cnn6_16-shipped.json").write_text(json.dumps(record))
-    (package / "__init__.py").write_text(textwrap.dedent("""
+    (package / "__init__.py").write_text(
+        textwrap.dedent("""
         import zoo
         from zoo.weights import packaged
 
@@ -196,7 +197,8 @@ def weights_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
             for w in packaged(__name__):
                 register(w)
             register(zoo.Weights.from_json({**packaged(__name__)[0].to_json(), "architecture": "resnet_nope"}))
-    """))
+    """)
+    )
     info = site / "zoo_shipped-1.0.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: zoo-shipped\nVersion: 1.0\n")
@@ -276,7 +278,7 @@ def test_a_url_weight_downloads_once_into_the_cache(server: tuple[str, Path], ca
     data = bytearray(first.read_bytes())
     data[100] ^= 1
     first.write_bytes(bytes(data))
-    with pytest.raises(ZooError, match="is not the file of weights .*delete it, and zoo downloads it again"):
+    with pytest.raises(ZooError, match=r"is not the file of weights .*delete it, and zoo downloads it again"):
         fetch(w, progress=False)
 
 

@@ -1,30 +1,14 @@
-"""What machine a benchmark ran on: CPU model, the vector features that change its speed, cores and versions."""
+"""What machine a benchmark ran on: CPU model, the vector features that change its speed, threads and versions."""
 
 from __future__ import annotations
 
-import os
-import platform
-
-FEATURES = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "asimd", "sve")
-
 
 def describe() -> str:
-    """One line: CPU model, which of FEATURES it has, usable cores, torch and onnxruntime versions."""
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name":
-                    model = value.strip()
-                elif key.strip() in ("flags", "Features"):
-                    flags = set(value.split())
-    except OSError:
-        pass
-    has = [f for f in FEATURES if f in flags]
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    """One line: the machine as published weights record it (zoo.training.describe_machine), and the versions."""
     import onnxruntime
     import torch
 
-    return (f"{model}; {', '.join(has) or 'no listed vector features'}; {cores} cores, torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads), onnxruntime {onnxruntime.__version__}")  # fmt: skip
+    from zoo.training import describe_machine
+
+    return (f"{describe_machine(torch.get_num_threads())}; torch {torch.__version__}, "
+            f"onnxruntime {onnxruntime.__version__}")  # fmt: skip
