@@ -174,7 +174,7 @@ def test_a_format_that_is_not_equivalent_fails_and_writes_nothing(
     ("args", "message"),
     [
         (["resnet9"], "unknown architecture 'resnet9'"),
-        (["cnn32", "--runs-dir", "/nonexistent-runs"], "no trained run of mnist_cnn32 in /nonexistent-runs/; train"),
+        (["cnn32:kmnist"], "mnist_cnn32 has no weights tagged 'kmnist'; it has mnist_cnn32:mnist"),
         (["cnn32", "--untrained", "--format", "tflite"], "unknown export format 'tflite'"),
         (["cnn32", "--untrained", "--batch-sizes", "1,x"], "is not a comma-separated list of integers"),
         (["cnn32", "--untrained", "--onnx", "--opset", "99"], "onnx: "),

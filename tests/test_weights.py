@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner, Result
+from conftest import FakeDist
 from PIL import Image
 
 import zoo
@@ -156,6 +157,19 @@ def test_export_of_an_architecture_without_runs_uses_its_published_weights(
     theirs = checkpoint.load(fetch(get_registry().weights["mnist_cnn6_16:mnist"])).weights
     ours = checkpoint.load(exported.with_suffix(".safetensors")).weights
     assert all(torch.equal(theirs[k], ours[k]) for k in theirs)
+
+
+def test_export_of_an_architecture_without_runs_or_weights_says_what_to_do(fake_dist: FakeDist) -> None:
+    fake_dist("zoo-bare", """
+        import zoo
+
+        @zoo.hookimpl
+        def register_architectures(register):
+            register(zoo.Architecture(name="bare_cnn", builder="zoo.plugins.nets:MnistCNN6_16", summary="no weights"))
+    """)  # fmt: skip
+    result = zoo_cli("export", "bare_cnn", "--runs-dir", "/nonexistent-runs")
+    assert result.exit_code == 1
+    assert "no trained run of bare_cnn in /nonexistent-runs/; train one with `zoo train bare_cnn" in result.output
 
 
 def test_predict_and_transforms_agree(tmp_path: Path) -> None:

@@ -3,14 +3,11 @@ every use, and ``zoo publish``, which makes a run into a file and its record."""
 
 from __future__ import annotations
 
-import http.client
 import importlib.resources
 import json
 import re
 import shutil
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +74,9 @@ def fetch(w: Weights, progress: bool = True) -> Path:
 def _download(w: Weights, path: Path, progress: bool) -> None:
     """Stream ``w.url`` into ``path`` through a temporary file: it lands only whole, of its size and sha256."""
     import hashlib
+    import http.client
+    import urllib.error
+    import urllib.request
 
     offline = f"fetch {w.url} yourself and save it as {path}"
     try:
