@@ -20,7 +20,7 @@ from zoo.folders import folder_dataset
 @pytest.fixture(autouse=True)
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("ZOO_CACHE_DIR", str(tmp_path / "cache"))
-    return tmp_path / "cache"
+    return tmp_path / "cache" / "folders"
 
 
 def make_folder(root: Path, classes: dict[str, int], size: tuple[int, int] = (20, 24), mode: str = "L") -> Path:
