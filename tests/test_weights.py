@@ -68,7 +68,7 @@ def test_builtin_weights_are_what_their_records_say(name: str) -> None:
     assert not model.training and model.zoo_weights is w
     # The command rebuilds the run's settings: it names the architecture, data set and seed it was trained with.
     assert w.command.startswith(f"zoo train {w.architecture} {w.dataset} ") and f"--seed {w.seed}" in w.command
-    assert w.machine and w.zoo_version and w.torch_version and 0.9 < w.accuracy <= 1
+    assert w.machine and w.zoo_version and w.torch_version and 0.8 < w.accuracy <= 1
 
 
 @pytest.mark.slow
