@@ -60,11 +60,13 @@ def fetch(w: Weights, progress: bool = True) -> Path:
     """The local path of ``w``'s file, its sha256 checked; a URL's file is downloaded into the cache once."""
     if w.file:
         path = _package_file(w)
-        provider = get_registry().provider(w).label if w.name in get_registry().weights else "its plugin"
+        registry = get_registry()
+        plugin = registry.provider(w) if registry.weights.get(w.name) is w else None
+        label, distribution = (plugin.label, plugin.distribution) if plugin else (w.file.partition(":")[0],) * 2
         if not path.is_file():
-            raise ZooError(f"the file of weights {w.name} is missing from the install of {provider} ({path}); "
-                           f"reinstall it: pip install --force-reinstall {provider.split()[0]}")  # fmt: skip
-        return _check(w, path, f"reinstall {provider.split()[0]}")
+            raise ZooError(f"the file of weights {w.name} is missing from the install of {label} ({path}); "
+                           f"reinstall it: pip install --force-reinstall {distribution}")  # fmt: skip
+        return _check(w, path, f"reinstall {distribution}")
     path = _cached_file(w)
     if not path.is_file():
         _download(w, path, progress)
