@@ -15,6 +15,28 @@ from zoo.loader import load_registry
 REGISTRY = load_registry()
 
 
+def test_cifar10_reads_png_class_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The official split as PNG files in train/<class>/ and test/<class>/ (github.com/cyizhuo/CIFAR-10-dataset)."""
+    import numpy as np
+    from PIL import Image
+
+    monkeypatch.setenv("ZOO_CACHE_DIR", str(tmp_path / "cache"))
+    cifar = REGISTRY.datasets["cifar10"]
+    for split, count in (("train", 2), ("test", 1)):
+        for label, name in enumerate(cifar.classes):
+            (tmp_path / "CIFAR-10-dataset" / split / name).mkdir(parents=True)
+            for i in range(count):
+                pixels = np.full((32, 32, 3), (label * 20, i, 7), dtype=np.uint8)
+                Image.fromarray(pixels).save(tmp_path / "CIFAR-10-dataset" / split / name / f"{name}_{i}.png")
+    images, labels = cifar.load("train", tmp_path, download=False)
+    assert images.shape == (20, 3, 32, 32) and labels.tolist() == [i // 2 for i in range(20)]
+    assert images[5, :, 0, 0].tolist() == [40, 1, 7]  # class 2 (bird), its second image, RGB kept
+    assert len(cifar.load("test", tmp_path, download=False)[1]) == 10
+    (tmp_path / "CIFAR-10-dataset" / "train" / "truck").rename(tmp_path / "CIFAR-10-dataset" / "train" / "lorry")
+    with pytest.raises(ZooError, match=r"is not CIFAR-10: it has classes airplane, .*lorry"):
+        cifar.load("train", tmp_path, download=False)
+
+
 @pytest.mark.parametrize(("name", "folder"), [("mnist", "MNIST"), ("fashionmnist", "FashionMNIST")])
 def test_loads_idx_files_from_the_data_directory(idx_root: Callable[[str, int], Path], name: str, folder: str) -> None:
     root = idx_root(folder, 20)
