@@ -55,6 +55,28 @@ class ZooGroup(click.Group):
                 ctx.exit(1)
 
 
+def _load_torch() -> None:
+    """Import torch with Ctrl-C held back until it has loaded, then honoured.
+
+    A KeyboardInterrupt raised inside torch's import can surface in C++ code that cannot pass it on: the
+    process then aborts, or the interrupt is lost and the command runs on.
+    """
+    import signal
+
+    received: list[int] = []
+    try:
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    except ValueError:  # not the main thread: signals cannot be caught here
+        previous = None
+    try:
+        import torch  # noqa: F401
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
+
+
 def _table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     """Rows as left-aligned columns separated by two spaces."""
     cells = [[str(c) for c in headers], *([str(c) for c in row] for row in rows)]
@@ -143,6 +165,7 @@ def info(name: str, dataset_name: str | None, data_dir: str | None) -> None:
 
 
 def _architecture_info(registry: Registry, arch: Architecture, dataset: Dataset | None) -> None:
+    _load_torch()
     from zoo.summary import summarize
 
     shape = dataset.shape if dataset else arch.input_shape
@@ -269,6 +292,7 @@ def train(ctx: click.Context, /, architecture: str | None, dataset: str | None, 
     Unset options come from the architecture's recipe; `zoo info ARCHITECTURE` shows it.
     Ctrl-C saves a checkpoint to resume from.
     """
+    _load_torch()
     from zoo.training import Progress, RunComplete, TrainingInterrupted
     from zoo.training import train as run_training
 
@@ -319,6 +343,7 @@ def eval_(weights: str, dataset: str | None, data_dir: str | None, out: str | No
 
     RUN_OR_WEIGHTS is a run directory, a .safetensors, .onnx, .pt or .pt2 file, or published weights ARCH:TAG.
     """
+    _load_torch()
     from zoo.inference import evaluate
 
     result = evaluate(weights, dataset, data_dir=data_dir, out=out, trust=trust)
@@ -400,6 +425,7 @@ def export(target: str, safetensors: bool, torchscript: bool, onnx: bool, pt2: b
     """
     from dataclasses import asdict
 
+    _load_torch()
     from zoo.exporting import ExportError
     from zoo.exporting import export as run_export
 
@@ -487,6 +513,7 @@ def weights_(patterns: tuple[str, ...], as_json: bool, markdown: bool) -> None:
 def publish(run: str, tag: str | None, out: str, url: str, default: bool, data_dir: str | None) -> None:
     """Make a finished run into published weights: the file, and a record with its test accuracy, sha256,
     size, parameters, MACs and the `zoo train` command that made it."""
+    _load_torch()
     from zoo.weights import publish as run_publish
 
     record = run_publish(run, tag, out, url=url, default=default, data_dir=data_dir)
@@ -501,6 +528,7 @@ def publish(run: str, tag: str | None, out: str, url: str, default: bool, data_d
 @click.pass_context
 def check(ctx: click.Context, name: str, data_dir: str | None) -> None:
     """Run the conformance kit on a plugin (distribution or entry-point name), an architecture or a data set."""
+    _load_torch()
     from zoo.testing import check as run_checks
     from zoo.testing import report
 
