@@ -386,6 +386,25 @@ def test_init_that_cannot_fit_is_refused(tmp_path: Path, args: list[str], messag
     assert not (tmp_path / "run" / "best.safetensors").exists()
 
 
+def test_publish_makes_a_run_into_weights_and_their_record(tmp_path: Path) -> None:
+    run, out = tmp_path / "run", tmp_path / "pkg" / "weights"
+    trained = zoo_cli("train", "cnn6", "sevenseg", "--epochs", "1", "--max-steps", "5", "--out", str(run), "--quiet")
+    assert trained.exit_code == 0, trained.output
+    result = zoo_cli("publish", str(run), "--tag", "tiny", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "mnist_cnn6_16-tiny.json").read_text())
+    file = out / "mnist_cnn6_16-tiny.safetensors"
+    assert record["sha256"] == sha256(file) and record["size"] == file.stat().st_size
+    assert record["accuracy"] == json.loads(zoo_cli("eval", str(file), "--json").stdout)["accuracy"]
+    assert record["command"].startswith("zoo train mnist_cnn6_16 sevenseg ") and "--max-steps 5" in record["command"]
+    assert (record["params"], record["dataset"], record["tag"]) == (60_074, "sevenseg", "tiny")
+    weights = Weights.from_json(record, file="pkg:weights/mnist_cnn6_16-tiny.safetensors")
+    assert weights.name == "mnist_cnn6_16:tiny" and weights.classes == tuple("0123456789")
+    (run / "summary.json").unlink()
+    unfinished = zoo_cli("publish", str(run), "--out", str(out))
+    assert unfinished.exit_code == 1 and "is not a finished run" in unfinished.output
+
+
 def test_train_command_spells_out_every_setting() -> None:
     command = train_command({"architecture": "lenet_bn", "dataset": "mnist", "lr": 0.005, "amp": False,
                              "grayscale": None, "augment": "crop", "device": "auto", "threads": 2})  # fmt: skip
