@@ -193,7 +193,7 @@ def _architecture_info(registry: Registry, arch: Architecture, dataset: Dataset 
         click.echo(f"source: {arch.source}")
     if arch.notes:
         click.echo(f"notes: {arch.notes}")
-    published = [w for w in registry.weights.values() if w.architecture == arch.name]
+    published = registry.weights_of(arch.name)
     if published:
         click.echo("\npublished weights (`zoo weights`; * is the default):")
         click.echo(_table(("weights", "data set", "test accuracy", "parameters", "MACs", "size", "provider"),
@@ -456,8 +456,7 @@ def export(target: str, safetensors: bool, torchscript: bool, onnx: bool, pt2: b
 
 
 def _weights_row(registry: Registry, w: Weights) -> tuple[str, ...]:
-    several = sum(v.architecture == w.architecture for v in registry.weights.values()) > 1
-    marked = several and registry.find_weights(w.architecture) is w
+    marked = len(registry.weights_of(w.architecture)) > 1 and registry.find_weights(w.architecture) is w
     return (w.name + " *" * marked, w.dataset, f"{w.accuracy:.2%}", f"{w.params:,}", f"{w.macs:,}",
             f"{w.size / 1e6:.2f} MB", registry.provider(w).label)  # fmt: skip
 

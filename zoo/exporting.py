@@ -21,7 +21,7 @@ from zoo.folders import find_dataset
 from zoo.inference import load_model, recorded_data_dir
 from zoo.loader import get_registry
 from zoo.registry import DEFAULT_ULPS, Exporter, Weights
-from zoo.weights import fetch, split_name
+from zoo.weights import fetch, named_weights
 
 __all__ = ["DEFAULT_ULPS", "Check", "ExportError", "ExportResult", "export", "rounding_steps", "top1_disagreements"]
 
@@ -95,10 +95,9 @@ def _source(
     or fresh weights (``exports/ARCH-untrained``).
     """
     registry = get_registry()
-    named = weights or target
-    parts = None if Path(named).exists() else split_name(named)
-    if parts:
-        return _published(registry.find_weights(*parts))
+    named = named_weights(weights or target)
+    if named:
+        return _published(named)
     given = Path(weights) if weights else Path(target) if Path(target).exists() else None
     if given is not None:
         model, meta = load_model(given)
@@ -114,7 +113,7 @@ def _source(
         return model, meta, f"{arch.name}-untrained", Path("exports") / f"{arch.name}-untrained", None
     newest = runs.newest(runs_dir, arch.name)
     if newest is None:
-        if not any(w.architecture == arch.name for w in registry.weights.values()):
+        if not registry.weights_of(arch.name):
             raise ZooError(
                 f"no trained run of {arch.name} in {runs_dir}/; train one with `zoo train {arch.name} DATASET`, "
                 f"give a run directory or --weights FILE, or pass --untrained to export fresh weights on purpose"

@@ -20,7 +20,7 @@ from zoo.folders import find_dataset
 from zoo.loader import get_registry
 from zoo.prediction import load_runner
 from zoo.registry import format_shape
-from zoo.weights import source_path, split_name
+from zoo.weights import named_weights, source_path
 
 __all__ = ["EvalResult", "evaluate", "load", "load_model", "recorded_data_dir"]
 
@@ -65,10 +65,9 @@ def load(path: str | Path, weights: str | None = None) -> nn.Module:
     if weights is not None:
         path = f"{path}:{weights}" if weights != "default" else get_registry().find_weights(str(path)).name
     model, meta = load_model(path)
-    parts = None if Path(path).exists() else split_name(str(path))
     # Plain attributes: nn.Module's __setattr__ would type-check them.
     model.__dict__["zoo_meta"] = meta
-    model.__dict__["zoo_weights"] = get_registry().find_weights(*parts) if parts else None
+    model.__dict__["zoo_weights"] = named_weights(path)
     return model
 
 

@@ -418,10 +418,14 @@ class Registry:
         """The export format ``name`` stands for."""
         return self.exporters[resolve(name, _spellings(self.exporters), "export format")]
 
+    def weights_of(self, architecture: str) -> list[Weights]:
+        """The weights registered for the architecture named exactly ``architecture``, in registration order."""
+        return [w for w in self.weights.values() if w.architecture == architecture]
+
     def find_weights(self, architecture: str, tag: str | None = None) -> Weights:
         """The weights ``tag`` of ``architecture`` (any name that resolves to it); without a tag, its default ones."""
         arch = self.architecture(architecture)
-        published = [w for w in self.weights.values() if w.architecture == arch.name]
+        published = self.weights_of(arch.name)
         if not published:
             raise ZooError(f"{arch.name} has no published weights (`zoo weights` lists them); "
                            f"train it with `zoo train {arch.name} DATASET`")  # fmt: skip

@@ -17,7 +17,7 @@ from zoo.files import atomic_path, cache_root, sha256, write_json
 from zoo.loader import get_registry
 from zoo.registry import Weights
 
-__all__ = ["fetch", "packaged", "publish", "source_path", "split_name", "train_command"]
+__all__ = ["fetch", "named_weights", "packaged", "publish", "source_path", "split_name", "train_command"]
 
 _NAME = re.compile(r"([A-Za-z][A-Za-z0-9_-]*):([A-Za-z0-9][A-Za-z0-9_-]*)")
 _BLOCK = 1 << 16
@@ -29,11 +29,17 @@ def split_name(text: str) -> tuple[str, str] | None:
     return (match[1], match[2]) if match else None
 
 
+def named_weights(text: str | Path) -> Weights | None:
+    """The published weights a RUN_OR_WEIGHTS argument names; None for a path that exists (it wins) or any other
+    text that is not ``ARCH:TAG``."""
+    parts = None if Path(text).exists() else split_name(str(text))
+    return get_registry().find_weights(*parts) if parts else None
+
+
 def source_path(text: str | Path) -> Path:
     """What a RUN_OR_WEIGHTS argument names on disk: a path that exists, else ``ARCH:TAG``'s verified file."""
-    path = Path(text)
-    parts = None if path.exists() else split_name(str(text))
-    return fetch(get_registry().find_weights(*parts)) if parts else path
+    weights = named_weights(text)
+    return fetch(weights) if weights else Path(text)
 
 
 def _package_file(w: Weights) -> Path:
@@ -83,8 +89,12 @@ def _download(w: Weights, path: Path, progress: bool) -> None:
     offline = f"fetch {w.url} yourself and save it as {path}"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with urllib.request.urlopen(w.url, timeout=30) as response, atomic_path(path) as tmp, tmp.open("wb") as out:
-            bar = _bar(w, progress)
+        with (
+            urllib.request.urlopen(w.url, timeout=30) as response,
+            atomic_path(path) as tmp,
+            tmp.open("wb") as out,
+            _bar(w, progress) as bar,
+        ):
             digest, received = hashlib.sha256(), 0
             while block := response.read(_BLOCK):
                 received += len(block)
@@ -93,10 +103,7 @@ def _download(w: Weights, path: Path, progress: bool) -> None:
                                    f"it is not their file, so nothing was saved")  # fmt: skip
                 digest.update(block)
                 out.write(block)
-                if bar is not None:
-                    bar.update(len(block))
-            if bar is not None:
-                bar.close()
+                bar.update(len(block))
             if received != w.size:
                 raise ZooError(f"the download of {w.url} stopped after {received:,} of {w.size:,} bytes; "
                                f"nothing was saved: run the command again, or {offline}")  # fmt: skip
@@ -109,11 +116,10 @@ def _download(w: Weights, path: Path, progress: bool) -> None:
 
 
 def _bar(w: Weights, progress: bool) -> Any:
-    if not progress:
-        return None
     from tqdm import tqdm  # type: ignore[import-untyped]
 
-    return tqdm(total=w.size, unit="B", unit_scale=True, desc=f"downloading {w.name}", file=sys.stderr, leave=False)
+    return tqdm(total=w.size, unit="B", unit_scale=True, desc=f"downloading {w.name}", file=sys.stderr, leave=False,
+                disable=not progress)  # fmt: skip
 
 
 def packaged(package: str, folder: str = "weights") -> list[Weights]:
@@ -136,7 +142,7 @@ def train_command(config: dict[str, Any]) -> str:
     """The ``zoo train`` command for a run's settings, every one of them spelt out (data directory aside)."""
     options = []
     for key, value in config.items():
-        if key in ("architecture", "dataset", "dataset_ref", "notes", "device") or value is None:
+        if key in ("architecture", "dataset", "notes", "device") or value is None:
             continue
         flag = "--" + key.replace("_", "-")
         if isinstance(value, bool):
