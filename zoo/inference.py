@@ -109,7 +109,8 @@ def evaluate(
     """Score trained weights or an exported file on a data set's test split (default: the one they were trained on).
 
     Writes report.txt, confusion.png and misses.png to ``out`` (default: ``RUN/eval-DATASET``,
-    or ``WEIGHTS-eval-DATASET`` beside a weights file).  The data directory defaults to the one
+    ``WEIGHTS-eval-DATASET`` beside a weights file,
+    ``runs/ARCH-TAG-eval-DATASET`` for published weights).  The data directory defaults to the one
     the run was trained with.  ``trust=True`` allows formats whose files can run code (TorchScript, .pt2).
     """
     run, meta = load_runner(path, trust)
@@ -140,7 +141,7 @@ def evaluate(
     scored = evaluation.evaluate(lambda x: torch.from_numpy(run(x.numpy())), split, normalize)
     source = source_path(path)
     if out is None and source != Path(path):  # published weights: not beside their file, in the installation
-        out = Path(f"{source.stem}-eval-{ds.name}")
+        out = Path("runs") / f"{source.stem}-eval-{ds.name}"
     target = Path(out) if out else (source / f"eval-{ds.name}" if source.is_dir() else
                                     source.with_name(f"{source.stem}-eval-{ds.name}"))  # fmt: skip
     try:
