@@ -10,38 +10,31 @@ from typing import TYPE_CHECKING, Any
 
 import zoo
 from zoo import Exporter
+from zoo.card import decode, encode, parse_json_value
 
 if TYPE_CHECKING:
-    import numpy as np
     import torch
     from torch import nn
 
-Run = Callable[["np.ndarray"], "np.ndarray"]
+    from zoo.prediction import Run
+
 META_FILE = "zoo.json"  # the metadata's name inside TorchScript and .pt2 archives
 
 
-def _torch_runner(module: Callable[[torch.Tensor], torch.Tensor]) -> Run:
-    import torch
-
-    def run(x: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return module(torch.from_numpy(x)).float().numpy()
-
-    return run
-
-
-# safetensors: the weights alone; proved by building a fresh model from the file's metadata.
+# safetensors: zoo's own checkpoint format; proved by building a fresh model from the file's card.
 def write_safetensors(model: nn.Module, example: torch.Tensor, meta: dict[str, Any], path: Path, opset: int) -> None:
     from zoo import checkpoint
+    from zoo.card import ModelCard
 
-    checkpoint.save(path, model.state_dict(), meta)
+    checkpoint.save(path, model.state_dict(), ModelCard.from_json(meta, path))
 
 
 def run_safetensors(path: Path) -> tuple[Run, dict[str, Any]]:
     from zoo.inference import load_model
+    from zoo.prediction import torch_runner
 
-    model, meta = load_model(path)
-    return _torch_runner(model), meta
+    model, card = load_model(path)
+    return torch_runner(model), card.to_json()
 
 
 # TorchScript: deprecated in PyTorch 2.14 (torch.jit.trace raises FutureWarning); kept for existing C++ users.
@@ -57,11 +50,13 @@ def write_torchscript(model: nn.Module, example: torch.Tensor, meta: dict[str, A
 def run_torchscript(path: Path) -> tuple[Run, dict[str, Any]]:
     import torch
 
+    from zoo.prediction import torch_runner
+
     files = {META_FILE: ""}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", r"`torch\.jit\.\w+` is deprecated", FutureWarning)
         module = torch.jit.load(str(path), _extra_files=files)  # type: ignore[no-untyped-call]
-    return _torch_runner(module.eval()), json.loads(files[META_FILE])
+    return torch_runner(module.eval()), parse_json_value(path, META_FILE, files[META_FILE])
 
 
 # ONNX: the TorchScript-based exporter, chosen on purpose (tests/benchmarks/export.py): it needs no
@@ -73,29 +68,20 @@ def write_onnx(model: nn.Module, example: torch.Tensor, meta: dict[str, Any], pa
     with warnings.catch_warnings():  # the legacy exporter is chosen on purpose: its deprecation notices are known
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
-            model, (example,), str(path), input_names=["input"], output_names=["scores"], opset_version=opset,
-            dynamic_axes={"input": {0: "batch"}, "scores": {0: "batch"}}, dynamo=False,
-        )  # fmt: skip
+            model,
+            (example,),
+            str(path),
+            input_names=["input"],
+            output_names=["scores"],
+            opset_version=opset,
+            dynamic_axes={"input": {0: "batch"}, "scores": {0: "batch"}},
+            dynamo=False,
+        )
     proto = onnx.load(str(path))
-    for key, value in meta.items():
+    for key, value in encode(meta).items():  # as in a safetensors file: readable by any ONNX tool
         entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value if isinstance(value, str) else json.dumps(value)
+        entry.key, entry.value = key, value
     onnx.save(proto, str(path))
-
-
-def _onnx_metadata(path: Path, props: dict[str, str]) -> dict[str, Any]:
-    """metadata_props as written by write_onnx: JSON values, and plain strings where a value is not JSON."""
-    from zoo.card import parse_json_value
-
-    meta: dict[str, Any] = {}
-    for key, value in props.items():
-        try:
-            meta[key] = parse_json_value(path, key, value)
-        except zoo.ZooError:
-            if len(value) > 4096:
-                raise
-            meta[key] = value
-    return meta
 
 
 def run_onnx(path: Path) -> tuple[Run, dict[str, Any]]:
@@ -109,16 +95,18 @@ def run_onnx(path: Path) -> tuple[Run, dict[str, Any]]:
 
     proto = onnx.load(str(path), load_external_data=False)
     if any(uses_external_data(t) for t in onnx.external_data_helper._get_all_tensors(proto)):
-        raise zoo.ZooError(f"{path} keeps its weights as external data in other files; zoo reads only "
-                           f"self-contained ONNX files, as `zoo export` writes them")  # fmt: skip
+        raise zoo.ZooError(
+            f"{path} keeps its weights as external data in other files; zoo reads only "
+            f"self-contained ONNX files, as `zoo export` writes them"
+        )
     onnx.checker.check_model(proto, full_check=True)
     session = onnxruntime.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
 
-    def run(x: np.ndarray) -> np.ndarray:
-        return session.run(None, {name: x})[0]  # type: ignore[no-any-return]
+    def run(x: Any) -> Any:
+        return session.run(None, {name: x})[0]
 
-    return run, _onnx_metadata(path, session.get_modelmeta().custom_metadata_map)
+    return run, decode(session.get_modelmeta().custom_metadata_map, path)
 
 
 # torch.export: TorchScript's successor; an ExportedProgram with a dynamic batch dimension.
@@ -132,24 +120,56 @@ def write_pt2(model: nn.Module, example: torch.Tensor, meta: dict[str, Any], pat
 def run_pt2(path: Path) -> tuple[Run, dict[str, Any]]:
     import torch
 
+    from zoo.prediction import torch_runner
+
     files = {META_FILE: ""}
     program = torch.export.load(str(path), extra_files=files)
-    return _torch_runner(program.module()), json.loads(files[META_FILE])
+    return torch_runner(program.module()), parse_json_value(path, META_FILE, files[META_FILE])
 
 
 @zoo.hookimpl
 def register_exporters(register: Callable[[Exporter], None]) -> None:
     here = "zoo.exporters.formats"
-    register(Exporter(name="safetensors", suffix=".safetensors", writer=f"{here}:write_safetensors",
-                      runner=f"{here}:run_safetensors", exact=True,
-                      summary="weights and metadata; reloaded into a fresh model, outputs bit-identical"))  # fmt: skip
-    register(Exporter(name="torchscript", suffix=".torchscript.pt", writer=f"{here}:write_torchscript",
-                      runner=f"{here}:run_torchscript", aliases=("jit",),
-                      summary="traced TorchScript (deprecated by PyTorch; prefer pt2)", runs_code=True,
-                      notice="TorchScript is deprecated in PyTorch 2.14; the .pt2 file (torch.export) is its "
-                             "successor and loads with torch.export.load"))  # fmt: skip
-    register(Exporter(name="onnx", suffix=".onnx", writer=f"{here}:write_onnx", runner=f"{here}:run_onnx",
-                      summary="ONNX with a dynamic batch axis, proved with onnxruntime"))  # fmt: skip
-    register(Exporter(name="pt2", suffix=".pt2", writer=f"{here}:write_pt2", runner=f"{here}:run_pt2",
-                      aliases=("torch_export",), summary="torch.export program, TorchScript's successor",
-                      runs_code=True))  # fmt: skip
+    register(
+        Exporter(
+            name="safetensors",
+            suffix=".safetensors",
+            writer=f"{here}:write_safetensors",
+            runner=f"{here}:run_safetensors",
+            exact=True,
+            summary="weights and metadata; reloaded into a fresh model, outputs bit-identical",
+        )
+    )
+    register(
+        Exporter(
+            name="torchscript",
+            suffix=".torchscript.pt",
+            writer=f"{here}:write_torchscript",
+            runner=f"{here}:run_torchscript",
+            aliases=("jit",),
+            summary="traced TorchScript (deprecated by PyTorch; prefer pt2)",
+            runs_code=True,
+            notice="TorchScript is deprecated in PyTorch 2.14; the .pt2 file (torch.export) is its "
+            "successor and loads with torch.export.load",
+        )
+    )
+    register(
+        Exporter(
+            name="onnx",
+            suffix=".onnx",
+            writer=f"{here}:write_onnx",
+            runner=f"{here}:run_onnx",
+            summary="ONNX with a dynamic batch axis, proved with onnxruntime",
+        )
+    )
+    register(
+        Exporter(
+            name="pt2",
+            suffix=".pt2",
+            writer=f"{here}:write_pt2",
+            runner=f"{here}:run_pt2",
+            aliases=("torch_export",),
+            summary="torch.export program, TorchScript's successor",
+            runs_code=True,
+        )
+    )

@@ -66,8 +66,9 @@ def _torchvision(class_name: str, split: str, root: Path, download: bool) -> tup
         cause = " ".join(str(exc).split()) or type(exc).__name__
         damaged = _damaged_idx_file(cls, root)
         if damaged:
-            raise zoo.ZooError(f"{damaged} is corrupt or truncated ({cause}); delete it to download it again, "
-                               f"or put a good copy there") from exc  # fmt: skip
+            raise zoo.ZooError(
+                f"{damaged} is corrupt or truncated ({cause}); delete it to download it again, or put a good copy there"
+            ) from exc
         problem = f"could not be downloaded ({cause})" if download else "is not downloaded"
         raise DatasetNotFound(
             f"{class_name} {problem}: put {_expected_files(cls, root)}, "
@@ -88,8 +89,10 @@ def _cifar10(split: str, root: Path, download: bool) -> tuple[Tensor, Tensor]:
     classes, images, labels = load_split(folder, split, grayscale=False)
     if classes != CIFAR10 or images.shape[1:] != (3, 32, 32):
         shape = "x".join(map(str, images.shape[1:]))
-        raise zoo.ZooError(f"{folder} is not CIFAR-10: it has classes {', '.join(classes)} of {shape} images; "
-                           f"expected {', '.join(CIFAR10)} of 3x32x32")  # fmt: skip
+        raise zoo.ZooError(
+            f"{folder} is not CIFAR-10: it has classes {', '.join(classes)} of {shape} images; "
+            f"expected {', '.join(CIFAR10)} of 3x32x32"
+        )
     return images, labels
 
 
@@ -112,30 +115,77 @@ def _sevenseg_loader(size: int, channels: int) -> Callable[[str, Path, bool], tu
 @zoo.hookimpl
 def register_datasets(register: Callable[[Dataset], None]) -> None:
     tv = "https://pytorch.org/vision/stable/datasets.html"
-    register(Dataset(
-        name="mnist", loader=functools.partial(_torchvision, "MNIST"), summary="handwritten digits",
-        classes=DIGITS, shape=(1, 28, 28), mean=(0.1307,), std=(0.3081,), train_size=60_000, test_size=10_000,
-        source=tv,
-    ))  # fmt: skip
-    register(Dataset(
-        name="fashionmnist", aliases=("fashion_mnist", "fmnist"),
-        loader=functools.partial(_torchvision, "FashionMNIST"), summary="Zalando clothing images", classes=FASHION,
-        shape=(1, 28, 28), mean=(0.2860,), std=(0.3530,),
-        train_size=60_000, test_size=10_000, source=tv,
-    ))  # fmt: skip
-    register(Dataset(
-        name="cifar10", aliases=("cifar_10",), loader=_cifar10,
-        summary="small colour photos of ten object classes", classes=CIFAR10, shape=(3, 32, 32),
-        mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616), train_size=50_000, test_size=10_000, source=tv,
-    ))  # fmt: skip
-    register(Dataset(
-        name="sevenseg", loader=_sevenseg_loader(28, 1), summary="seven-segment digits drawn on the fly (no download)",
-        classes=DIGITS, shape=(1, 28, 28), mean=(0.1002,), std=(0.2154,), train_size=10_000, test_size=2_000,
-        downloads=False, source="plugins/sevenseg.py",
-    ))  # fmt: skip
-    register(Dataset(
-        name="sevenseg_rgb", loader=_sevenseg_loader(32, 3),
-        summary="seven-segment digits in colour, drawn on the fly (no download)", classes=DIGITS, shape=(3, 32, 32),
-        mean=(0.4990, 0.4986, 0.5039), std=(0.2945, 0.2976, 0.2965), train_size=10_000, test_size=2_000,
-        downloads=False, source="plugins/sevenseg.py",
-    ))  # fmt: skip
+    register(
+        Dataset(
+            name="mnist",
+            loader=functools.partial(_torchvision, "MNIST"),
+            summary="handwritten digits",
+            classes=DIGITS,
+            shape=(1, 28, 28),
+            mean=(0.1307,),
+            std=(0.3081,),
+            train_size=60_000,
+            test_size=10_000,
+            source=tv,
+        )
+    )
+    register(
+        Dataset(
+            name="fashionmnist",
+            aliases=("fashion_mnist", "fmnist"),
+            loader=functools.partial(_torchvision, "FashionMNIST"),
+            summary="Zalando clothing images",
+            classes=FASHION,
+            shape=(1, 28, 28),
+            mean=(0.2860,),
+            std=(0.3530,),
+            train_size=60_000,
+            test_size=10_000,
+            source=tv,
+        )
+    )
+    register(
+        Dataset(
+            name="cifar10",
+            aliases=("cifar_10",),
+            loader=_cifar10,
+            summary="small colour photos of ten object classes",
+            classes=CIFAR10,
+            shape=(3, 32, 32),
+            mean=(0.4914, 0.4822, 0.4465),
+            std=(0.2470, 0.2435, 0.2616),
+            train_size=50_000,
+            test_size=10_000,
+            source=tv,
+        )
+    )
+    register(
+        Dataset(
+            name="sevenseg",
+            loader=_sevenseg_loader(28, 1),
+            summary="seven-segment digits drawn on the fly (no download)",
+            classes=DIGITS,
+            shape=(1, 28, 28),
+            mean=(0.1002,),
+            std=(0.2154,),
+            train_size=10_000,
+            test_size=2_000,
+            downloads=False,
+            source="plugins/sevenseg.py",
+        )
+    )
+    register(
+        Dataset(
+            name="sevenseg_rgb",
+            loader=_sevenseg_loader(32, 3),
+            summary="seven-segment digits in colour, drawn on the fly (no download)",
+            classes=DIGITS,
+            shape=(3, 32, 32),
+            mean=(0.4990, 0.4986, 0.5039),
+            std=(0.2945, 0.2976, 0.2965),
+            train_size=10_000,
+            test_size=2_000,
+            downloads=False,
+            source="plugins/sevenseg.py",
+        )
+    )

@@ -20,8 +20,20 @@ from zoo.cli import cli
 from zoo.errors import ZooError
 from zoo.files import KILL_AT_WRITE_ENV, atomic_path
 
-TRAIN = ["train", "cnn6", "sevenseg", "--epochs", "2", "--limit", "600", "--batch-size", "64", "--augment", "crop",
-         "--quiet"]  # fmt: skip
+TRAIN = [
+    "train",
+    "cnn6",
+    "sevenseg",
+    "--epochs",
+    "2",
+    "--limit",
+    "600",
+    "--batch-size",
+    "64",
+    "--augment",
+    "crop",
+    "--quiet",
+]
 
 
 def zoo(*args: str) -> Result:
@@ -29,15 +41,23 @@ def zoo(*args: str) -> Result:
 
 
 def run_zoo(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "zoo", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=300)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "zoo", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=300,
+    )
 
 
 def outcome(run: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], list[tuple[object, ...]]]:
     """What a run computed: best and last weights, and each epoch's metrics without the timings."""
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return (checkpoint.load(run / "best.safetensors").weights, checkpoint.load(run / "last.safetensors").weights,
-            [(m["epoch"], m["train_loss"], m["val_acc"]) for m in metrics])  # fmt: skip
+    return (
+        checkpoint.load(run / "best.safetensors").weights,
+        checkpoint.load(run / "last.safetensors").weights,
+        [(m["epoch"], m["train_loss"], m["val_acc"]) for m in metrics],
+    )
 
 
 @pytest.mark.slow
@@ -73,7 +93,7 @@ def test_resume_of_a_run_without_a_checkpoint_starts_it_again_in_place(tmp_path:
         (run / name).unlink()
     result = zoo("train", "--resume", str(run))
     assert result.exit_code == 0 and f"run {run} has no checkpoint yet: starting it again in place" in result.stderr
-    assert checkpoint.load(run / "last.safetensors").meta["epoch"] == 1
+    assert checkpoint.load(run / "last.safetensors").card.epoch == 1
 
 
 def test_a_run_killed_after_its_last_checkpoint_finishes_on_resume(tmp_path: Path) -> None:
@@ -100,8 +120,9 @@ def test_a_run_killed_after_its_last_checkpoint_finishes_on_resume(tmp_path: Pat
 def test_tampered_resume_state_is_refused(change: dict[str, object], message: str, tmp_path: Path) -> None:
     run = tmp_path / "run"
     assert zoo(*TRAIN, "--out", str(run), "--epochs", "2", "--max-steps", "12").exit_code == 0
-    last = checkpoint.load(run / "last.safetensors")
-    checkpoint.save(run / "last.safetensors", last.weights, {**last.meta, **change}, last.optimizer)
+    tensors, values = checkpoint.read(run / "last.safetensors")
+    values["__resume__"] = {**values["__resume__"], **change}
+    checkpoint.write(run / "last.safetensors", tensors, values)
     result = zoo("train", "--resume", str(run))
     assert result.exit_code == 1 and message in result.stderr and "unexpected" not in result.stderr
 

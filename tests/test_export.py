@@ -35,8 +35,20 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     runs = {}
     for arch in ARCHS:
         dataset = "sevenseg_rgb" if REGISTRY.architectures[arch].input_shape[0] == 3 else "sevenseg"
-        result = zoo("train", arch, dataset, "--epochs", "1", "--limit", "256", "--batch-size", "64",
-                     "--out", str(root / arch), "--quiet")  # fmt: skip
+        result = zoo(
+            "train",
+            arch,
+            dataset,
+            "--epochs",
+            "1",
+            "--limit",
+            "256",
+            "--batch-size",
+            "64",
+            "--out",
+            str(root / arch),
+            "--quiet",
+        )
         assert result.exit_code == 0, result.output
         runs[arch] = root / arch
     return runs
@@ -106,9 +118,11 @@ def test_one_format_and_the_newest_run_of_an_architecture(trained: dict[str, Pat
 BROKEN = """
 import copy
 
+import onnx
 import torch
 
 import zoo
+from zoo.card import encode
 from zoo.exporters import formats
 
 
@@ -137,6 +151,9 @@ def no_bias(model):  # the last bias dropped
 
 def write_static(model, example, meta, path, opset):  # no dynamic batch axis
     torch.onnx.export(model, (example,), str(path), input_names=["input"], opset_version=opset, dynamo=False)
+    proto = onnx.load(str(path))
+    proto.metadata_props.extend(onnx.StringStringEntryProto(key=k, value=v) for k, v in encode(meta).items())
+    onnx.save(proto, str(path))
 
 
 @zoo.hookimpl
@@ -157,8 +174,9 @@ def test_a_format_that_is_not_equivalent_fails_and_writes_nothing(
     """Real errors stay far outside the float32 tolerance, for every built-in."""
     fake_dist("zoo-broken-formats", BROKEN)
     broken = ["all_weights", "one_layer", "no_bias", "static_onnx"]
-    result = zoo("export", str(trained[arch]), *(a for b in broken for a in ("--format", b)),
-                 "--out", str(tmp_path / "out"))  # fmt: skip
+    result = zoo(
+        "export", str(trained[arch]), *(a for b in broken for a in ("--format", b)), "--out", str(tmp_path / "out")
+    )
     assert result.exit_code == 1
     for name in ("all_weights", "one_layer", "no_bias"):
         assert f"{name} at batch size 1, 2, 64 (" in result.stderr, name

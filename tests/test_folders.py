@@ -106,8 +106,11 @@ def test_links_out_of_the_folder_are_skipped_and_counted(tmp_path: Path) -> None
     (root / "c").symlink_to(outside / "secret", target_is_directory=True)  # a class folder elsewhere
     (root / "b" / "inside.png").symlink_to(root / "a" / "a-0.png")  # a link within the folder is read
     (root / "b" / "loop").symlink_to(root / "b", target_is_directory=True)  # and a loop is read once
-    with pytest.warns(DataWarning, match=r"^3 link\(s\) in .*/d lead outside it and were skipped "
-                                         r"\(first: a/escape.png\); copy the files") as record:  # fmt: skip
+    with pytest.warns(
+        DataWarning,
+        match=r"^3 link\(s\) in .*/d lead outside it and were skipped "
+        r"\(first: a/escape.png\); copy the files",
+    ) as record:
         ds = folder_dataset(root)
     assert len(record) == 1
     assert ds.classes == ("a", "b") and ds.train_size + ds.test_size == 21
@@ -166,13 +169,29 @@ def test_bad_folders_say_what_to_do(tmp_path: Path) -> None:
 def test_train_eval_predict_and_export_on_a_folder(tmp_path: Path) -> None:
     root = make_folder(tmp_path / "pets", {"cat": 60, "dog": 60})
     run = tmp_path / "run"
-    result = CliRunner().invoke(cli, ["train", "cnn6", str(root), "--image-size", "28", "--epochs", "5",
-                                      "--batch-size", "16", "--out", str(run), "--quiet", "--json"])  # fmt: skip
+    result = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "cnn6",
+            str(root),
+            "--image-size",
+            "28",
+            "--epochs",
+            "5",
+            "--batch-size",
+            "16",
+            "--out",
+            str(run),
+            "--quiet",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["test_accuracy"] > 0.9, "brightness separates the classes"
-    meta = checkpoint.load(run / "best.safetensors").meta
-    assert meta["dataset"] == str(root.resolve()) and meta["classes"] == ["cat", "dog"]
-    assert meta["input_shape"] == [1, 28, 28] and meta["mean"] == list(folder_dataset(root, image_size=28).mean)
+    card = checkpoint.load(run / "best.safetensors").card
+    assert card.dataset == str(root.resolve()) and card.classes == ("cat", "dog")
+    assert card.input_shape == (1, 28, 28) and card.mean == folder_dataset(root, image_size=28).mean
 
     # A folder recorded in a file is read only when named again.
     unnamed = CliRunner().invoke(cli, ["eval", str(run)])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import struct
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from click.testing import CliRunner
 from PIL import Image, ImageFile
 
 from zoo import checkpoint
+from zoo.card import new_card
 from zoo.cli import cli
 from zoo.errors import DataWarning, ZooError
 from zoo.folders import folder_dataset
@@ -54,8 +56,11 @@ def test_a_decompression_bomb_is_refused_before_decoding(tmp_path: Path, monkeyp
     bomb = write_bomb(tmp_path / "bomb.png")
     assert bomb.stat().st_size < 100_000, "400 megapixels in under 100 KB"
     limit = MAX_PIXELS // 1_000_000
-    with pytest.raises(ZooError, match=rf"bomb.png is 400 megapixels, more than zoo decodes \({limit} megapixels\); "
-                                       r"resize it first$"):  # fmt: skip
+    with pytest.raises(
+        ZooError,
+        match=rf"bomb.png is 400 megapixels, more than zoo decodes \({limit} megapixels\); "
+        r"resize it first$",
+    ):
         read_image(bomb, (1, 28, 28))
 
     monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: pytest.fail("pixels decoded"))
@@ -70,10 +75,9 @@ def test_a_decompression_bomb_is_refused_before_decoding(tmp_path: Path, monkeyp
 
 def test_predict_gives_a_bomb_its_own_error_and_classifies_the_others(tmp_path: Path) -> None:
     arch = get_registry().architecture("cnn6")
-    meta = {"architecture": arch.name, "dataset": None, "classes": [str(i) for i in range(arch.num_classes)],
-            "input_shape": list(arch.input_shape), "mean": [0.5], "std": [0.25]}  # fmt: skip
+    card = replace(new_card(arch), mean=(0.5,), std=(0.25,))
     torch.manual_seed(0)
-    checkpoint.save(tmp_path / "model.safetensors", arch.build().state_dict(), meta)
+    checkpoint.save(tmp_path / "model.safetensors", arch.build().state_dict(), card)
     good = []
     for i in range(2):
         good.append(tmp_path / f"good{i}.png")
@@ -94,8 +98,11 @@ def test_predict_gives_a_bomb_its_own_error_and_classifies_the_others(tmp_path: 
 def test_a_bomb_in_a_folder_is_a_counted_skip(tmp_path: Path) -> None:
     root = two_classes(tmp_path / "d")
     write_bomb(root / "train" / "a" / "bomb.png")
-    with pytest.warns(DataWarning, match=r"1 of 7 images in .* \(train\) could not be read and were skipped "
-                                         r"\(first: .*bomb.png is 400 megapixels") as record:  # fmt: skip
+    with pytest.warns(
+        DataWarning,
+        match=r"1 of 7 images in .* \(train\) could not be read and were skipped "
+        r"\(first: .*bomb.png is 400 megapixels",
+    ) as record:
         ds = folder_dataset(root)
     assert len(record) == 1
     images, labels = ds.load("train", tmp_path)

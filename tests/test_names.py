@@ -9,8 +9,12 @@ from hypothesis import strategies as st
 from zoo.errors import AmbiguousName, UnknownName
 from zoo.names import normalize, resolve, words
 
-ARCHS = {"mnist_cnn32": ("cnn32",), "mnist_cnn6_16": ("cnn6", "cnn6_16"), "lenet_bn": ("lenet", "lenet5"),
-         "cifar_seq": ("cifar",)}  # fmt: skip
+ARCHS = {
+    "mnist_cnn32": ("cnn32",),
+    "mnist_cnn6_16": ("cnn6", "cnn6_16"),
+    "lenet_bn": ("lenet", "lenet5"),
+    "cifar_seq": ("cifar",),
+}
 DATASETS = {"mnist": (), "fashionmnist": ("fashion_mnist", "fmnist"), "cifar10": ("cifar_10",)}
 
 

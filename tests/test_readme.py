@@ -30,8 +30,11 @@ def section(heading: str) -> str:
 
 QUICK_START, TESTS = (b.strip() for b in blocks(section("Quick start"), "bash"))
 COMMANDS = [line for line in blocks(section("Commands"), "bash")[0].splitlines() if line.strip()]
-PYTHON_BLOCKS = [(path.name, code) for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-                 for code in blocks(path.read_text(), "python")]  # fmt: skip
+PYTHON_BLOCKS = [
+    (path.name, code)
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    for code in blocks(path.read_text(), "python")
+]
 
 
 def test_ci_runs_the_readme_commands_verbatim() -> None:
@@ -99,8 +102,12 @@ def test_every_python_block_runs(code: str, tmp_path: Path, monkeypatch: pytest.
     write_digit(tmp_path / "digit.png")
     namespace: dict[str, object] = {}
     exec(compile(code, "<block>", "exec"), namespace)
-    kinds = {"register_architectures": zoo.Architecture, "register_datasets": zoo.Dataset,
-             "register_exporters": zoo.Exporter, "register_weights": zoo.Weights}  # fmt: skip
+    kinds = {
+        "register_architectures": zoo.Architecture,
+        "register_datasets": zoo.Dataset,
+        "register_exporters": zoo.Exporter,
+        "register_weights": zoo.Weights,
+    }
     for hook, kind in kinds.items():
         if hook in namespace:
             registered: list[object] = []

@@ -26,8 +26,14 @@ from zoo.cli import cli
 from zoo.errors import ZooError
 from zoo.exporting import export
 
-META = {"architecture": "mnist_cnn6_16", "dataset": "sevenseg", "classes": list("0123456789"),
-        "input_shape": [1, 28, 28], "mean": [0.1002], "std": [0.2154]}  # fmt: skip
+META = {
+    "architecture": "mnist_cnn6_16",
+    "dataset": "sevenseg",
+    "classes": list("0123456789"),
+    "input_shape": [1, 28, 28],
+    "mean": [0.1002],
+    "std": [0.2154],
+}
 
 
 def zoo_cli(*args: str) -> Result:
@@ -87,8 +93,9 @@ def crafted_pt2(source: Path, path: Path, marker: Path) -> Path:
         payload = config_name.rsplit("/", 1)[0] + "/" + first["path_name"]
         for name in names:
             data = original.read(name)
-            crafted.writestr(name, json.dumps(config) if name == config_name else buffer.getvalue() if name == payload
-                             else data)  # fmt: skip
+            crafted.writestr(
+                name, json.dumps(config) if name == config_name else buffer.getvalue() if name == payload else data
+            )
     return path
 
 
@@ -158,8 +165,14 @@ def test_a_file_changed_after_export_is_refused(exported: Path, tmp_path: Path) 
 def test_onnx_external_data_is_refused(exported: Path, tmp_path: Path) -> None:
     """An ONNX file names the files its external data comes from: zoo reads only self-contained ones."""
     model = onnx.load(str(exported / "export" / "mnist_cnn6_16.onnx"))
-    onnx.save(model, str(tmp_path / "m.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
-              location="weights.bin", size_threshold=0)  # fmt: skip
+    onnx.save(
+        model,
+        str(tmp_path / "m.onnx"),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="weights.bin",
+        size_threshold=0,
+    )
     result = zoo_cli("predict", str(tmp_path / "m.onnx"), str(exported / "digit.png"))
     assert result.exit_code == 1 and "external data" in result.stderr
 
@@ -187,14 +200,13 @@ def test_any_change_to_a_checkpoints_metadata_is_used_or_refused_in_one_line(
     exported: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    saved = checkpoint.load(checkpoint_file)
-    meta = dict(saved.meta)
+    weights, meta = checkpoint.read(checkpoint_file)
     if tamper == "delete":
         meta.pop(field, None)
     else:
         meta[field] = json.dumps(value) if tamper == "text" else value  # "text": a JSON field stored as a plain string
     path = tmp_path_factory.mktemp("fuzz") / "model.safetensors"
-    checkpoint.save(path, saved.weights, meta)
+    checkpoint.write(path, weights, meta)
     try:
         predictions = zoo.predict(path, [exported / "digit.png"])
     except ZooError as exc:
@@ -240,9 +252,9 @@ def peak_rss_mb(args: list[str]) -> float:
 def test_hostile_metadata_is_refused_before_it_costs_memory(
     change: dict[str, object], message: str, checkpoint_file: Path, exported: Path, tmp_path: Path
 ) -> None:
-    saved = checkpoint.load(checkpoint_file)
+    weights, meta = checkpoint.read(checkpoint_file)
     hostile = tmp_path / "hostile.safetensors"
-    checkpoint.save(hostile, saved.weights, {**saved.meta, **change})
+    checkpoint.write(hostile, weights, {**meta, **change})
     command = "eval" if "dataset" in change else "predict"
     args = [command, str(hostile), *([str(exported / "digit.png")] if command == "predict" else [])]
     result = zoo_cli(*args)
@@ -256,6 +268,6 @@ def test_non_finite_weights_are_refused(checkpoint_file: Path, exported: Path, t
     saved = checkpoint.load(checkpoint_file)
     broken = {k: v.clone() for k, v in saved.weights.items()}
     next(v for k, v in broken.items() if k.endswith("weight")).fill_(float("nan"))
-    checkpoint.save(tmp_path / "nan.safetensors", broken, saved.meta)
+    checkpoint.save(tmp_path / "nan.safetensors", broken, saved.card)
     result = zoo_cli("predict", str(tmp_path / "nan.safetensors"), str(exported / "digit.png"))
     assert result.exit_code == 1 and "gives non-finite scores: its weights are broken" in result.stderr

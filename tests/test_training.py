@@ -9,17 +9,20 @@ import stat
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 from click.testing import CliRunner, Result
+from conftest import FakeDist
 from safetensors import safe_open
 
 import zoo as library
 from zoo import checkpoint
+from zoo.card import Provider
 from zoo.cli import cli
-from zoo.errors import ZooError
+from zoo.errors import SettingError, ZooError
 from zoo.files import atomic_path
 from zoo.loader import load_registry
 from zoo.training import TrainConfig, TrainingInterrupted, _Reporter, lr_at, resolve_config, train
@@ -42,8 +45,17 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_train_writes_a_complete_run_directory(run_dir: Path) -> None:
     names = {p.name for p in run_dir.iterdir()}
-    assert names == {"config.json", "metrics.jsonl", "best.safetensors", "last.safetensors", "summary.json",
-                     "report.txt", "curves.png", "confusion.png", "misses.png"}  # fmt: skip
+    assert names == {
+        "config.json",
+        "metrics.jsonl",
+        "best.safetensors",
+        "last.safetensors",
+        "summary.json",
+        "report.txt",
+        "curves.png",
+        "confusion.png",
+        "misses.png",
+    }
     for path in run_dir.iterdir():
         assert stat.S_IMODE(path.stat().st_mode) & 0o044 == 0o044, f"{path.name} is not readable by others"
     config = json.loads((run_dir / "config.json").read_text())
@@ -60,11 +72,12 @@ def test_train_writes_a_complete_run_directory(run_dir: Path) -> None:
 
 def test_checkpoints_carry_metadata_and_the_optimizer_only_in_last(run_dir: Path) -> None:
     best, last = checkpoint.load(run_dir / "best.safetensors"), checkpoint.load(run_dir / "last.safetensors")
-    assert best.meta["architecture"] == "mnist_cnn6_16" and best.meta["dataset"] == "sevenseg"
-    assert best.meta["classes"] == list("0123456789") and best.meta["input_shape"] == [1, 28, 28]
-    assert best.meta["mean"] == [0.1002] and best.meta["zoo_version"] == "0.1.0"
+    assert best.card.architecture == "mnist_cnn6_16" and best.card.dataset == "sevenseg"
+    assert best.card.classes == tuple("0123456789") and best.card.input_shape == (1, 28, 28)
+    assert best.card.mean == (0.1002,) and best.card.zoo_version == "0.1.0"
+    assert best.card.provider == Provider("zoo-classifiers", "0.1.0") and best.card.config["seed"] == 0
     assert best.optimizer is None and last.optimizer is not None
-    assert last.meta["epoch"] == 4 and len(last.meta["history"]) == 4
+    assert last.card.epoch == 4 and last.resume is not None and len(last.resume["history"]) == 4
     with safe_open(str(run_dir / "best.safetensors"), framework="pt") as f:
         assert f.metadata()["architecture"] == "mnist_cnn6_16"  # readable by any safetensors tool
 
@@ -95,7 +108,7 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path: Path, monkeypatc
     with pytest.raises(TrainingInterrupted, match=r"stopped by SIGINT at epoch 2, step 3; continue with: zoo train"):
         train("lenet", "sevenseg_rgb", out=tmp_path / "cut", **options)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "the handler is restored"
-    progress = checkpoint.load(tmp_path / "cut" / "last.safetensors").meta["progress"]
+    progress = checkpoint.load(tmp_path / "cut" / "last.safetensors").resume["progress"]  # type: ignore[index]
     assert (progress["epoch"], progress["step"]) == (1, 3)
     monkeypatch.undo()
 
@@ -122,12 +135,16 @@ def test_sigterm_leaves_a_checkpoint_and_resume_finishes(tmp_path: Path) -> None
                 break
         assert proc.wait(timeout=60) == 130
         assert "continue with: zoo train --resume" in proc.stderr.read()
-    done = checkpoint.load(out / "last.safetensors").meta["epoch"]
+    done = checkpoint.load(out / "last.safetensors").card.epoch
     assert 1 <= done < 30
-    result = subprocess.run([sys.executable, "-m", "zoo", "train", "--resume", str(out), "--quiet"],
-                            capture_output=True, text=True, check=False)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "zoo", "train", "--resume", str(out), "--quiet"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
-    assert checkpoint.load(out / "last.safetensors").meta["epoch"] == 30
+    assert checkpoint.load(out / "last.safetensors").card.epoch == 30
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 30
 
 
@@ -221,13 +238,13 @@ def test_corrupt_and_mismatched_checkpoints(run_dir: Path, tmp_path: Path) -> No
 
     saved = checkpoint.load(run_dir / "best.safetensors")
     mismatched = tmp_path / "lenet.safetensors"
-    checkpoint.save(mismatched, saved.weights, {**saved.meta, "architecture": "lenet_bn"})
+    checkpoint.save(mismatched, saved.weights, replace(saved.card, architecture="lenet_bn"))
     result = zoo("eval", str(mismatched))
     assert result.exit_code == 1 and "do not fit lenet_bn for 1x28x28 images in 10 classes" in result.stderr
     assert result.stderr.count("\n") == 1
 
     fewer = tmp_path / "fewer.safetensors"
-    checkpoint.save(fewer, saved.weights, {**saved.meta, "classes": list("01234")})
+    checkpoint.save(fewer, saved.weights, replace(saved.card, classes=tuple("01234")))
     assert "do not fit mnist_cnn6_16 for 1x28x28 images in 5 classes" in zoo("eval", str(fewer)).stderr
 
 
@@ -268,6 +285,30 @@ def test_library_api_matches_the_cli(tmp_path: Path) -> None:
         library.train()
 
 
+RECIPE_PLUGIN = """
+import zoo
+
+
+@zoo.hookimpl
+def register_architectures(register):
+    register(zoo.Architecture(name="recipe_net", builder="zoo.plugins.nets:MnistCNN6_16", summary="cnn6, again",
+                              default_recipe=zoo.Recipe(dataset="sevenseg", epochs=1, limit=128)))
+    register(zoo.Architecture(name="no_recipe_net", builder="zoo.plugins.nets:MnistCNN6_16", summary="no data set"))
+"""
+
+
+def test_the_library_speaks_of_arguments_and_takes_the_recipes_data_set(fake_dist: FakeDist, tmp_path: Path) -> None:
+    with pytest.raises(SettingError, match=r"^lr must be positive, got 0$"):
+        library.train("cnn6", "sevenseg", lr=0)
+    fake_dist("zoo-recipe-net", RECIPE_PLUGIN)
+    result = library.train("recipe_net", out=tmp_path / "r", progress="none")
+    assert result.config.dataset == "sevenseg" and result.config.limit == 128
+    with pytest.raises(ZooError, match="no_recipe_net's recipe names no data set; name one"):
+        library.train("no_recipe_net")
+    cli = zoo("train", "no_recipe_net")
+    assert cli.exit_code == 1 and "name one: zoo train no_recipe_net DATASET" in cli.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -303,8 +344,9 @@ def test_optimizers_schedules_and_mixed_precision_train(
     made: list[torch.optim.Optimizer] = []
     original = zoo.training._make_optimizer
     monkeypatch.setattr(zoo.training, "_make_optimizer", lambda *a: made.append(original(*a)) or made[-1])
-    result = train("cnn6", "sevenseg", out=tmp_path / "r", epochs=2, limit=1500, batch_size=50, progress="none",
-                   **options)  # fmt: skip
+    result = train(
+        "cnn6", "sevenseg", out=tmp_path / "r", epochs=2, limit=1500, batch_size=50, progress="none", **options
+    )
     assert type(made[0]) is expected
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
     assert result.test_accuracy > 0.5
@@ -353,8 +395,23 @@ def test_eval_uses_the_runs_data_dir_and_warns_when_class_names_differ(
     root = idx_root("MNIST", 64)
     idx_root("FashionMNIST", 64)
     out = tmp_path / "run"
-    assert zoo("train", "cnn6", "mnist", "--data-dir", str(root), "--epochs", "1", "--out", str(out),
-                   "--batch-size", "16", "--quiet").exit_code == 0  # fmt: skip
+    assert (
+        zoo(
+            "train",
+            "cnn6",
+            "mnist",
+            "--data-dir",
+            str(root),
+            "--epochs",
+            "1",
+            "--out",
+            str(out),
+            "--batch-size",
+            "16",
+            "--quiet",
+        ).exit_code
+        == 0
+    )
     result = zoo("eval", str(out), "--json")  # no --data-dir: the run's own
     assert result.exit_code == 0, result.output
     other = zoo("eval", str(out), "fashionmnist")
@@ -365,5 +422,5 @@ def test_eval_uses_the_runs_data_dir_and_warns_when_class_names_differ(
 def test_load_gives_an_eval_mode_module_with_its_metadata(run_dir: Path) -> None:
     model = library.load(run_dir)
     assert isinstance(model, torch.nn.Module) and not model.training
-    assert model.zoo_meta["classes"] == list("0123456789") and model.zoo_meta["architecture"] == "mnist_cnn6_16"
+    assert model.zoo_card.classes == tuple("0123456789") and model.zoo_card.architecture == "mnist_cnn6_16"
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)

@@ -21,7 +21,6 @@ from PIL import Image
 
 import zoo
 from zoo import Weights, checkpoint
-from zoo.card import ModelCard
 from zoo.cli import cli
 from zoo.errors import PluginWarning, UnknownName, ZooError
 from zoo.files import sha256
@@ -58,8 +57,7 @@ def test_builtin_weights_are_what_their_records_say(name: str) -> None:
     w = get_registry().weights[name]
     path = fetch(w)
     assert path.stat().st_size == w.size and sha256(path) == w.sha256
-    saved = checkpoint.load(path)
-    card = ModelCard.parse(saved.meta, path)
+    card = checkpoint.load(path).card
     assert (card.architecture, card.classes, card.input_shape) == (w.architecture, w.classes, w.input_shape)
     assert (card.mean, card.std, card.dataset) == (w.mean, w.std, w.dataset)
     model = zoo.load(w.architecture, weights=w.tag)
@@ -85,8 +83,11 @@ def test_zoo_eval_reproduces_the_recorded_accuracy(name: str) -> None:
 
 
 def _has(dataset: str, root: Path) -> bool:
-    folders = {"mnist": ["MNIST"], "fashionmnist": ["FashionMNIST"], "cifar10": ["cifar-10-batches-py",
-                                                                              "CIFAR-10-dataset"]}  # fmt: skip
+    folders = {
+        "mnist": ["MNIST"],
+        "fashionmnist": ["FashionMNIST"],
+        "cifar10": ["cifar-10-batches-py", "CIFAR-10-dataset"],
+    }
     return any((root / f).is_dir() for f in folders[dataset])
 
 
@@ -160,13 +161,16 @@ def test_export_of_an_architecture_without_runs_uses_its_published_weights(
 
 
 def test_export_of_an_architecture_without_runs_or_weights_says_what_to_do(fake_dist: FakeDist) -> None:
-    fake_dist("zoo-bare", """
+    fake_dist(
+        "zoo-bare",
+        """
         import zoo
 
         @zoo.hookimpl
         def register_architectures(register):
             register(zoo.Architecture(name="bare_cnn", builder="zoo.plugins.nets:MnistCNN6_16", summary="no weights"))
-    """)  # fmt: skip
+    """,
+    )
     result = zoo_cli("export", "bare_cnn", "--runs-dir", "/nonexistent-runs")
     assert result.exit_code == 1
     assert "no trained run of bare_cnn in /nonexistent-runs/; train one with `zoo train bare_cnn" in result.output
@@ -184,7 +188,7 @@ def test_predict_and_transforms_agree(tmp_path: Path) -> None:
     model = zoo.load("lenet:fashionmnist")
     x = model.zoo_weights.transforms()(Image.open(image))
     with torch.no_grad():
-        assert model.zoo_meta["classes"][int(model(x[None]).argmax())] == top
+        assert model.zoo_card.classes[int(model(x[None]).argmax())] == top
 
 
 # -- verified on every load ----------------------------------------------------------------------------------------
@@ -311,8 +315,12 @@ def test_bad_downloads_leave_nothing_behind(
     url, served = server
     builtin = get_registry().weights["mnist_cnn6_16:mnist"]
     body = fetch(builtin).read_bytes()
-    body = {"half": body[: len(body) // 2], "whole": body, "longer": body + b"\0",
-            "tampered": body[:-1] + bytes([body[-1] ^ 1])}[serve]  # fmt: skip
+    body = {
+        "half": body[: len(body) // 2],
+        "whole": body,
+        "longer": body + b"\0",
+        "tampered": body[:-1] + bytes([body[-1] ^ 1]),
+    }[serve]
     (served / "w.safetensors").write_bytes(body)
     w = record_of(builtin.name, file="", url=f"{url}/{path}")
     with pytest.raises(ZooError, match=message):
@@ -346,8 +354,22 @@ def test_bad_records_are_refused(changes: dict[str, object], message: str) -> No
 
 def test_init_starts_from_published_weights(tmp_path: Path) -> None:
     w = get_registry().weights["mnist_cnn6_16:mnist"]
-    result = zoo_cli("train", "cnn6", "sevenseg", "--init", "cnn6:mnist", "--max-steps", "1", "--lr", "1e-12",
-                     "--epochs", "1", "--out", str(tmp_path / "run"), "--quiet")  # fmt: skip
+    result = zoo_cli(
+        "train",
+        "cnn6",
+        "sevenseg",
+        "--init",
+        "cnn6:mnist",
+        "--max-steps",
+        "1",
+        "--lr",
+        "1e-12",
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path / "run"),
+        "--quiet",
+    )
     assert result.exit_code == 0, result.output
     published, trained = checkpoint.load(fetch(w)).weights, checkpoint.load(tmp_path / "run" / "best.safetensors")
     assert all(torch.allclose(published[k], trained.weights[k], atol=1e-6) for k in published)
@@ -362,8 +384,23 @@ def test_init_with_another_class_count_gets_a_new_head(tmp_path: Path) -> None:
         for i in range(12):
             pixels = rng.integers(0, 60, size=(28, 28), dtype=np.uint8) + np.uint8(120 * label)
             Image.fromarray(pixels).save(tmp_path / "two" / name / f"{i}.png")
-    result = zoo_cli("train", "cnn6", str(tmp_path / "two"), "--init", "cnn6:mnist", "--max-steps", "1",
-                     "--lr", "1e-12", "--epochs", "1", "--batch-size", "4", "--out", str(tmp_path / "run"))  # fmt: skip
+    result = zoo_cli(
+        "train",
+        "cnn6",
+        str(tmp_path / "two"),
+        "--init",
+        "cnn6:mnist",
+        "--max-steps",
+        "1",
+        "--lr",
+        "1e-12",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--out",
+        str(tmp_path / "run"),
+    )
     assert result.exit_code == 0, result.output
     assert "a new classifier head for 2 classes" in result.output
     published = checkpoint.load(fetch(get_registry().weights["mnist_cnn6_16:mnist"])).weights
@@ -406,6 +443,16 @@ def test_publish_makes_a_run_into_weights_and_their_record(tmp_path: Path) -> No
 
 
 def test_train_command_spells_out_every_setting() -> None:
-    command = train_command({"architecture": "lenet_bn", "dataset": "mnist", "lr": 0.005, "amp": False,
-                             "grayscale": None, "augment": "crop", "device": "auto", "threads": 2})  # fmt: skip
+    command = train_command(
+        {
+            "architecture": "lenet_bn",
+            "dataset": "mnist",
+            "lr": 0.005,
+            "amp": False,
+            "grayscale": None,
+            "augment": "crop",
+            "device": "auto",
+            "threads": 2,
+        }
+    )
     assert command == "zoo train lenet_bn mnist --lr 0.005 --augment crop --threads 2"

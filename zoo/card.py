@@ -1,8 +1,10 @@
 """The model card: what a checkpoint or an exported file says about its model, as one typed, validated record.
 
 A file's metadata is untrusted input: it decides what zoo builds, allocates, reads and prints.
-:meth:`ModelCard.parse` checks every field's type and bounds before any of that happens, and
+:meth:`ModelCard.from_json` checks every field's type and bounds before any of that happens, and
 turns anything wrong into one :class:`~zoo.errors.ZooError` naming the file and the field.
+:func:`encode` and :func:`decode` store a card as the string-to-string metadata that safetensors and
+ONNX files carry.  Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -11,12 +13,25 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any
 
 from zoo.errors import ZooError
 
-__all__ = ["MAX_CLASSES", "MAX_INPUT_VALUES", "MAX_META_BYTES", "ModelCard", "parse_json_value"]
+if TYPE_CHECKING:
+    from zoo.registry import Architecture, Dataset
+
+__all__ = [
+    "MAX_CLASSES",
+    "MAX_INPUT_VALUES",
+    "MAX_META_BYTES",
+    "ModelCard",
+    "Provider",
+    "decode",
+    "encode",
+    "new_card",
+    "parse_json_value",
+]
 
 MAX_META_BYTES = 1 << 20
 """The longest metadata value read, in bytes of JSON (a training history of a thousand epochs is ~300 KB)."""
@@ -28,6 +43,8 @@ MAX_INPUT_VALUES = 1 << 22
 """Channels x height x width of one input image: 4 M values, 16 MB as float32 (2048x2048 RGB is 12.6 M: too big)."""
 _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,100}")
 _REGISTERED = re.compile(r"[a-z][a-z0-9_]{0,99}")  # the grammar of registered names (zoo.registry)
+_TEXT = re.compile(r"[\w.+\-]{1,100}")  # a distribution name or version
+_JSON_KEYS = "__json_keys__"  # metadata values listed here are JSON; the rest are plain strings
 
 
 class _Invalid(ValueError):
@@ -37,13 +54,16 @@ class _Invalid(ValueError):
 def parse_json_value(source: object, key: str, text: str) -> Any:
     """A metadata value stored as JSON text, refused before parsing when it is longer than MAX_META_BYTES."""
     if len(text) > MAX_META_BYTES:
-        raise ZooError(f"{source} has invalid zoo metadata: {_show(key)} is {len(text):,} bytes long "
-                       f"(at most {MAX_META_BYTES:,}); use a file written by zoo")  # fmt: skip
+        raise ZooError(
+            f"{source} has invalid zoo metadata: {_show(key)} is {len(text):,} bytes long "
+            f"(at most {MAX_META_BYTES:,}); use a file written by zoo"
+        )
     try:
         return json.loads(text)
     except (ValueError, RecursionError):
-        raise ZooError(f"{source} has invalid zoo metadata: {_show(key)} is not valid JSON; "
-                       f"use a file written by zoo") from None  # fmt: skip
+        raise ZooError(
+            f"{source} has invalid zoo metadata: {_show(key)} is not valid JSON; use a file written by zoo"
+        ) from None
 
 
 def _int(key: str, value: Any, low: int, high: int) -> int:
@@ -65,6 +85,20 @@ def _floats(key: str, value: Any, count: int, positive: bool) -> tuple[float, ..
     return tuple(numbers)
 
 
+def _text(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not (value == "" or _TEXT.fullmatch(value)):
+        raise _Invalid(f"{key} must be a name or version of up to 100 characters, got {_show(value)}")
+    return value
+
+
+def _object(key: str, value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _Invalid(f"{key} must be a JSON object, got {_show(value)}")
+    return value
+
+
 def _show(value: Any) -> str:
     """A value for an error message, never longer than a line."""
     text = repr(value)
@@ -72,8 +106,19 @@ def _show(value: Any) -> str:
 
 
 @dataclass(frozen=True)
+class Provider:
+    """The installed distribution whose plugin registered the architecture (``zoo-classifiers 0.1.0``)."""
+
+    distribution: str
+    version: str
+
+    def __str__(self) -> str:
+        return f"{self.distribution} {self.version}"
+
+
+@dataclass(frozen=True)
 class ModelCard:
-    """The model's identity and the input contract that every exported copy of it keeps."""
+    """The model's identity, its input contract, and where it came from: what every file of it carries."""
 
     architecture: str
     classes: tuple[str, ...]
@@ -84,8 +129,19 @@ class ModelCard:
     """Per-channel normalisation of pixels scaled to [0, 1]: ``(x - mean) / std``."""
     dataset: str | None = None
     """The data set trained on: a registered name, or the path of a folder of images (used only when named again)."""
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
-    """Everything else the file records: versions, training settings, metrics, resume state."""
+    provider: Provider | None = None
+    trained: bool = True
+    """False for fresh weights (``zoo export --untrained``)."""
+    config: dict[str, Any] = field(default_factory=dict, compare=False)
+    """The ``zoo train`` settings (zoo.training.TrainConfig as JSON); empty for untrained weights."""
+    epoch: int | None = None
+    """Epochs trained when the file was written."""
+    metrics: dict[str, Any] = field(default_factory=dict, compare=False)
+    """That epoch's record: losses, accuracies, learning rate, speed."""
+    zoo_version: str = ""
+    torch_version: str = ""
+    opset: int | None = None
+    """The ONNX opset, in exported files."""
 
     @property
     def num_classes(self) -> int:
@@ -96,16 +152,31 @@ class ModelCard:
         """The data set recorded is a folder's path, which zoo reads only when the user names it again."""
         return self.dataset is not None and not _REGISTERED.fullmatch(self.dataset)
 
+    def to_json(self) -> dict[str, Any]:
+        """The card as a dict of JSON values; ``from_json(card.to_json())`` gives the card back."""
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data.update(
+            classes=list(self.classes),
+            input_shape=list(self.input_shape),
+            mean=list(self.mean),
+            std=list(self.std),
+            provider=self.provider and vars(self.provider),
+        )
+        return data
+
     @classmethod
-    def parse(cls, meta: Mapping[str, Any], source: object) -> ModelCard:
-        """Validate a file's metadata; anything missing, mistyped or out of bounds is a ZooError naming ``source``."""
+    def from_json(cls, data: Mapping[str, Any], source: object) -> ModelCard:
+        """Validate a file's metadata; anything missing, mistyped or out of bounds is a ZooError naming ``source``.
+
+        Keys the card does not know are ignored: a newer zoo may record more.
+        """
         try:
-            return cls._parse(meta)
+            return cls._from_json(data)
         except _Invalid as exc:
             raise ZooError(f"{source} has invalid zoo metadata: {exc}; use a file written by zoo") from None
 
     @classmethod
-    def _parse(cls, meta: Mapping[str, Any]) -> ModelCard:
+    def _from_json(cls, meta: Mapping[str, Any]) -> ModelCard:
         missing = [k for k in ("architecture", "classes", "input_shape", "mean", "std") if k not in meta]
         if missing:
             raise _Invalid(f"no {', '.join(missing)}")
@@ -120,8 +191,9 @@ class ModelCard:
             raise _Invalid(f"classes must list 2 to {MAX_CLASSES:,} names, got {_show(classes)}")
         for name in classes:
             if not isinstance(name, str) or not 0 < len(name) <= MAX_CLASS_NAME or not name.isprintable():
-                raise _Invalid(f"each class name must be printable text of 1 to {MAX_CLASS_NAME} characters, "
-                               f"got {_show(name)}")  # fmt: skip
+                raise _Invalid(
+                    f"each class name must be printable text of 1 to {MAX_CLASS_NAME} characters, got {_show(name)}"
+                )
         if len(set(classes)) != len(classes):
             raise _Invalid("class names must be distinct")
         shape = meta["input_shape"]
@@ -132,7 +204,17 @@ class ModelCard:
         w = _int("input_shape width", shape[2], 1, MAX_SIDE)
         if c * h * w > MAX_INPUT_VALUES:
             raise _Invalid(f"input_shape {c}x{h}x{w} is larger than zoo handles ({MAX_INPUT_VALUES:,} values)")
-        known = {"architecture", "dataset", "classes", "input_shape", "mean", "std"}
+        provider = meta.get("provider")
+        if provider is not None:
+            if not isinstance(provider, dict) or set(provider) != {"distribution", "version"}:
+                raise _Invalid(f"provider must be {{distribution, version}}, got {_show(provider)}")
+            provider = Provider(
+                _text("provider distribution", provider["distribution"]), _text("provider version", provider["version"])
+            )
+        trained = meta.get("trained", True)
+        if not isinstance(trained, bool):
+            raise _Invalid(f"trained must be true or false, got {_show(trained)}")
+        epoch, opset = meta.get("epoch"), meta.get("opset")
         return cls(
             architecture=architecture,
             classes=tuple(classes),
@@ -140,17 +222,69 @@ class ModelCard:
             mean=_floats("mean", meta["mean"], c, positive=False),
             std=_floats("std", meta["std"], c, positive=True),
             dataset=dataset,
-            extra={k: v for k, v in meta.items() if k not in known},
+            provider=provider,
+            trained=trained,
+            config=_object("config", meta.get("config")),
+            epoch=None if epoch is None else _int("epoch", epoch, 0, 1 << 30),
+            metrics=_object("metrics", meta.get("metrics")),
+            zoo_version=_text("zoo_version", meta.get("zoo_version", "")),
+            torch_version=_text("torch_version", meta.get("torch_version", "")),
+            opset=None if opset is None else _int("opset", opset, 1, 1000),
         )
 
-    def to_meta(self) -> dict[str, Any]:
-        """The card as the JSON-ready dict stored in files; ``parse(card.to_meta())`` gives the card back."""
-        return {
-            **self.extra,
-            "architecture": self.architecture,
-            "dataset": self.dataset,
-            "classes": list(self.classes),
-            "input_shape": list(self.input_shape),
-            "mean": list(self.mean),
-            "std": list(self.std),
+
+def new_card(arch: Architecture, dataset: Dataset | None = None, **values: Any) -> ModelCard:
+    """The card of a model of ``arch`` built for ``dataset`` (without one: the architecture's own shape, untrained)."""
+    import torch
+
+    import zoo
+    from zoo.loader import get_registry
+
+    if dataset is None:
+        c = arch.input_shape[0]
+        values = {
+            "classes": tuple(map(str, range(arch.num_classes))),
+            "input_shape": arch.input_shape,
+            "mean": (0.0,) * c,
+            "std": (1.0,) * c,
+            "trained": False,
+            **values,
         }
+    else:
+        values = {
+            "classes": dataset.classes,
+            "input_shape": dataset.shape,
+            "mean": dataset.mean,
+            "std": dataset.std,
+            "dataset": dataset.ref,
+            **values,
+        }
+    registry = get_registry()
+    plugin = registry.provider(arch) if registry.architectures.get(arch.name) is arch else None
+    provider = Provider(plugin.distribution, plugin.version) if plugin else None
+    return ModelCard(
+        architecture=arch.name,
+        provider=provider,
+        zoo_version=zoo.__version__,
+        torch_version=torch.__version__,
+        **values,
+    )
+
+
+def encode(values: Mapping[str, Any]) -> dict[str, str]:
+    """JSON values as the string-to-string metadata of a safetensors or ONNX file: strings as they are, the rest
+    as JSON text, with the keys of the latter listed under ``__json_keys__``."""
+    text = {k: v if isinstance(v, str) else json.dumps(v) for k, v in values.items()}
+    text[_JSON_KEYS] = json.dumps(sorted(k for k, v in values.items() if not isinstance(v, str)))
+    return text
+
+
+def decode(text: Mapping[str, str], source: object) -> dict[str, Any]:
+    """The values :func:`encode` stored; every JSON text is bounded in length before it is parsed.
+    Metadata without ``__json_keys__`` is not zoo's: an empty dict."""
+    if _JSON_KEYS not in text:
+        return {}
+    json_keys = parse_json_value(source, _JSON_KEYS, text[_JSON_KEYS])
+    if not isinstance(json_keys, list):
+        raise ZooError(f"{source} has invalid zoo metadata: {_JSON_KEYS} is not a list; use a file written by zoo")
+    return {k: parse_json_value(source, k, v) if k in json_keys else v for k, v in text.items() if k != _JSON_KEYS}

@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from zoo import __version__
-from zoo.errors import DataWarning, PluginWarning, ZooError
+from zoo.errors import DataWarning, PluginWarning, SettingError, ZooError
 from zoo.loader import get_registry
 from zoo.registry import DEFAULT_ULPS, Architecture, Dataset, Registry, Weights, format_shape
 
@@ -48,7 +48,7 @@ class ZooGroup(click.Group):
             except Exception as exc:
                 if ctx.params.get("debug") or os.environ.get(DEBUG_ENV):
                     raise
-                text = " ".join(str(exc).split())
+                text = " ".join((exc.option_message if isinstance(exc, SettingError) else str(exc)).split())
                 if not isinstance(exc, ZooError):
                     text = f"unexpected {type(exc).__name__}: {text} (rerun with --debug for the traceback)"
                 click.echo(f"zoo: error: {text}", err=True)
@@ -293,7 +293,7 @@ def train(ctx: click.Context, /, architecture: str | None, dataset: str | None, 
     Ctrl-C saves a checkpoint to resume from.
     """
     _load_torch()
-    from zoo.training import Progress, RunComplete, TrainingInterrupted
+    from zoo.training import Progress, RunComplete, TrainingInterrupted, keep_freed_memory
     from zoo.training import train as run_training
 
     if resume and (architecture or any(v is not None for k, v in options.items() if k not in ("device", "data_dir"))):
@@ -301,12 +301,7 @@ def train(ctx: click.Context, /, architecture: str | None, dataset: str | None, 
     if not resume and not architecture:
         raise click.UsageError("missing ARCHITECTURE (see `zoo list`), or --resume RUN")
     recipe_name = options.pop("recipe") or "default"
-    if architecture and not dataset:
-        arch = get_registry().architecture(architecture)
-        recipe = arch.tutorial_recipe if recipe_name == "tutorial" else arch.default_recipe
-        dataset = recipe.dataset if recipe else None
-        if not dataset:
-            raise click.UsageError(f"{arch.name}'s recipe names no data set; give DATASET")
+    keep_freed_memory()  # the process is zoo's own: tune glibc for training speed
     progress: Progress = "none" if as_json and quiet else "lines" if quiet or not sys.stderr.isatty() else "bar"
     try:
         result = run_training(architecture, dataset, recipe=recipe_name, resume=resume, progress=progress, **options)

@@ -2,11 +2,32 @@
 
 from __future__ import annotations
 
-__all__ = ["AmbiguousName", "DataWarning", "DatasetNotFound", "PluginWarning", "UnknownName", "ZooError"]
+__all__ = [
+    "AmbiguousName",
+    "DataWarning",
+    "DatasetNotFound",
+    "PluginWarning",
+    "SettingError",
+    "UnknownName",
+    "ZooError",
+]
 
 
 class ZooError(Exception):
     """A problem with the user's input or environment; the message says how to fix it."""
+
+
+class SettingError(ZooError):
+    """A setting has a value it cannot take: a keyword argument in Python, the option of the same name on the
+    command line, where the message names ``--the-option`` instead."""
+
+    def __init__(self, setting: str, problem: str) -> None:
+        super().__init__(f"{setting} {problem}")
+        self.setting, self.problem = setting, problem
+
+    @property
+    def option_message(self) -> str:
+        return f"--{self.setting.replace('_', '-')} {self.problem}"
 
 
 class UnknownName(ZooError, LookupError):

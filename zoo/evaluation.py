@@ -33,11 +33,6 @@ class Evaluation:
         hits = confusion.diag()
         return hits / confusion.sum(0).clamp_min(1), hits / confusion.sum(1).clamp_min(1)
 
-    @property
-    def misses(self) -> torch.Tensor:
-        """Indices of the misclassified images."""
-        return (self.predictions != self.labels).nonzero().flatten()
-
 
 @torch.inference_mode()
 def evaluate(

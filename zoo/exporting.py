@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 import zoo
 from zoo import runs
-from zoo.card import ModelCard
+from zoo.card import ModelCard, new_card
 from zoo.data import Normalizer, resolve_data_dir
-from zoo.errors import ZooError
+from zoo.errors import SettingError, ZooError
 from zoo.files import atomic_path, sha256, write_json
 from zoo.folders import find_dataset
 from zoo.inference import load_model, recorded_data_dir
@@ -80,15 +79,17 @@ class ExportResult:
     def table(self) -> str:
         lines = [f"{'format':<12} {'inputs':<7} {'batch':>5} {'max abs':>10} {'ulps':>8} {'top-1':>7}  result"]
         for c in self.checks:
-            lines.append(f"{c.format:<12} {c.inputs:<7} {c.batch_size:>5} {c.max_abs:>10.2e} {c.ulps:>8.1f} "
-                         f"{c.top1_agreement:>7.1%}  {'ok' if c.passed else 'FAILED'}")  # fmt: skip
+            lines.append(
+                f"{c.format:<12} {c.inputs:<7} {c.batch_size:>5} {c.max_abs:>10.2e} {c.ulps:>8.1f} "
+                f"{c.top1_agreement:>7.1%}  {'ok' if c.passed else 'FAILED'}"
+            )
         return "\n".join(lines)
 
 
 def _source(
     target: str, weights: str | None, runs_dir: Path, untrained: bool, notices: list[str]
-) -> tuple[torch.nn.Module, dict[str, Any], str, Path, Path | None]:
-    """The model, its metadata, a name for the files, where they go by default, and the run or file it came from.
+) -> tuple[torch.nn.Module, ModelCard, str, Path, Path | None]:
+    """The model, its card, a name for the files, where they go by default, and the run or file it came from.
 
     From a weights file (beside it), a run directory or the architecture's newest run (``RUN/export``),
     published weights ``ARCH:TAG`` or, for an architecture without runs, its default ones (``exports/ARCH-TAG``),
@@ -100,17 +101,13 @@ def _source(
         return _published(named)
     given = Path(weights) if weights else Path(target) if Path(target).exists() else None
     if given is not None:
-        model, meta = load_model(given)
-        return model, meta, meta["architecture"], given / "export" if given.is_dir() else given.parent, given
+        model, card = load_model(given)
+        return model, card, card.architecture, given / "export" if given.is_dir() else given.parent, given
     arch = registry.architecture(target)
     if untrained:
         torch.manual_seed(0)
         model = arch.build().eval()
-        meta = {"format": "zoo.checkpoint", "zoo_version": zoo.__version__, "architecture": arch.name,
-                "dataset": None, "classes": [str(i) for i in range(arch.num_classes)],
-                "input_shape": list(arch.input_shape), "mean": [0.0] * arch.input_shape[0],
-                "std": [1.0] * arch.input_shape[0], "trained": False}  # fmt: skip
-        return model, meta, f"{arch.name}-untrained", Path("exports") / f"{arch.name}-untrained", None
+        return model, new_card(arch), f"{arch.name}-untrained", Path("exports") / f"{arch.name}-untrained", None
     newest = runs.newest(runs_dir, arch.name)
     if newest is None:
         if not registry.weights_of(arch.name):
@@ -119,17 +116,19 @@ def _source(
                 f"give a run directory or --weights FILE, or pass --untrained to export fresh weights on purpose"
             )
         published = registry.find_weights(arch.name)
-        notices.append(f"no run of {arch.name} in {runs_dir}/, so these are its published weights {published.name} "
-                       f"({published.accuracy:.2%} on {published.dataset}'s test split)")  # fmt: skip
+        notices.append(
+            f"no run of {arch.name} in {runs_dir}/, so these are its published weights {published.name} "
+            f"({published.accuracy:.2%} on {published.dataset}'s test split)"
+        )
         return _published(published)
-    model, meta = load_model(newest)
-    return model, meta, arch.name, newest / "export", newest
+    model, card = load_model(newest)
+    return model, card, arch.name, newest / "export", newest
 
 
-def _published(weights: Weights) -> tuple[torch.nn.Module, dict[str, Any], str, Path, Path | None]:
-    model, meta = load_model(fetch(weights))
+def _published(weights: Weights) -> tuple[torch.nn.Module, ModelCard, str, Path, Path | None]:
+    model, card = load_model(fetch(weights))
     name = f"{weights.architecture}-{weights.tag}"
-    return model, meta, name, Path("exports") / name, None
+    return model, card, name, Path("exports") / name, None
 
 
 def _inputs(
@@ -146,12 +145,17 @@ def _inputs(
     batches: list[tuple[str, np.ndarray]] = []
     real = None
     if dataset is None and card.dataset_is_folder:
-        notices.append(f"compared on random inputs only: the model was trained on the folder {card.dataset}; "
-                       f"pass --dataset {card.dataset} to compare on its test images too")  # fmt: skip
+        notices.append(
+            f"compared on random inputs only: the model was trained on the folder {card.dataset}; "
+            f"pass --dataset {card.dataset} to compare on its test images too"
+        )
     elif dataset or card.dataset:
         try:
-            found = (find_dataset(dataset, image_size=h, grayscale=c == 1) if dataset
-                     else get_registry().dataset(str(card.dataset)))  # fmt: skip
+            found = (
+                find_dataset(dataset, image_size=h, grayscale=c == 1)
+                if dataset
+                else get_registry().dataset(str(card.dataset))
+            )
             images, _ = found.load("test", resolve_data_dir(data_dir), download=False)
         except ZooError as exc:
             notices.append(f"compared on random inputs only: {exc}")
@@ -165,14 +169,27 @@ def _inputs(
     return batches
 
 
-def _verify(exporter: Exporter, path: Path, model: torch.nn.Module, inputs: list[tuple[str, np.ndarray]],
-            ulps: float) -> list[Check]:  # fmt: skip
-    """Load the written file with its own runtime and compare its outputs with the model's on every batch.
+def _verify(
+    exporter: Exporter,
+    path: Path,
+    model: torch.nn.Module,
+    card: ModelCard,
+    inputs: list[tuple[str, np.ndarray]],
+    ulps: float,
+) -> list[Check]:
+    """Load the written file with its own runtime, check it carries the card, and compare its outputs with the
+    model's on every batch.
 
     An exact format must be bit-identical.  A float32 one must stay within ``ulps`` rounding steps
     of every output row, and agree on the top class wherever the model's top two are further apart.
     """
-    run, _ = exporter.load(path)
+    run, meta = exporter.load(path)
+    changed = [k for k, v in card.to_json().items() if meta.get(k) != v]
+    if changed:
+        raise ExportError(
+            f"{exporter.name}: the file's runner does not give back the metadata its writer was given "
+            f"({', '.join(changed)} differ); it must return the same dict of JSON values"
+        )
     checks = []
     for kind, x in inputs:
         with torch.inference_mode():
@@ -215,12 +232,11 @@ def export(
     registry = get_registry()
     exporters = [registry.exporter(f) for f in formats] if formats else list(registry.exporters.values())
     if not batch_sizes or min(batch_sizes) < 1:
-        raise ZooError("--batch-sizes must be positive integers, such as 1,2,64")
+        raise SettingError("batch_sizes", "must be positive integers, such as 1,2,64")
     notices: list[str] = []
-    model, meta, name, default_out, origin = _source(str(target), weights, Path(runs_dir), untrained, notices)
+    model, card, name, default_out, origin = _source(str(target), weights, Path(runs_dir), untrained, notices)
     model.eval()
-    training_only = ("history", "progress")  # a checkpoint's resume state means nothing in an export
-    meta = {**{k: v for k, v in meta.items() if k not in training_only}, "opset": opset, "zoo_version": zoo.__version__}
+    card = replace(card, opset=opset, zoo_version=zoo.__version__)
     result = ExportResult(Path(out) if out else default_out, notices=notices)
     paths = {e.name: result.out / f"{name}{e.suffix}" for e in exporters}
     existing = [str(p) for p in paths.values() if p.exists()]
@@ -231,15 +247,15 @@ def export(
     except OSError as exc:
         raise ZooError(f"cannot write to {result.out} ({exc.strerror}); pass --out DIR") from exc
 
-    example = torch.zeros(2, *meta["input_shape"])
+    example = torch.zeros(2, *card.input_shape)
     data_dir = data_dir or (origin and recorded_data_dir(origin))
-    inputs = _inputs(ModelCard.parse(meta, target), batch_sizes, dataset, data_dir, result.notices)
+    inputs = _inputs(card, batch_sizes, dataset, data_dir, result.notices)
     failures = []
     for exporter in exporters:
         try:
             with atomic_path(paths[exporter.name]) as tmp:
-                exporter.write(model, example, meta, tmp, opset)
-                checks = _verify(exporter, tmp, model, inputs, ulps)
+                exporter.write(model, example, card.to_json(), tmp, opset)
+                checks = _verify(exporter, tmp, model, card, inputs, ulps)
                 result.checks += checks
                 failed = [c for c in checks if not c.passed]
                 if failed:  # the temporary file is removed: nothing lands under the final name
@@ -266,17 +282,27 @@ def export(
     manifest = result.out / "manifest.json"
     earlier = json.loads(manifest.read_text()) if manifest.is_file() else {}
     kept = {f: e for f, e in earlier.get("files", {}).items() if f not in paths and (result.out / e["path"]).is_file()}
-    write_json(manifest, {
-        **{k: meta.get(k) for k in ("architecture", "dataset", "classes", "input_shape", "mean", "std")},
-        "opset": opset,
-        "versions": {"zoo": zoo.__version__, "torch": torch.__version__, "onnx": onnx.__version__,
-                     "onnxruntime": onnxruntime.__version__},
-        "tolerance": {"float32_rounding_steps": ulps},
-        "files": {**kept, **{f: {"path": p.name, "sha256": sha256(p), "bytes": p.stat().st_size}
-                             for f, p in result.files.items()}},
-        "verification": [c for c in earlier.get("verification", []) if c["format"] in kept]
-                        + [asdict(c) for c in result.checks],
-    })  # fmt: skip
+    write_json(
+        manifest,
+        {
+            **{k: v for k, v in card.to_json().items() if k not in ("config", "metrics")},
+            "versions": {
+                "zoo": zoo.__version__,
+                "torch": torch.__version__,
+                "onnx": onnx.__version__,
+                "onnxruntime": onnxruntime.__version__,
+            },
+            "tolerance": {"float32_rounding_steps": ulps},
+            "files": {
+                **kept,
+                **{
+                    f: {"path": p.name, "sha256": sha256(p), "bytes": p.stat().st_size} for f, p in result.files.items()
+                },
+            },
+            "verification": [c for c in earlier.get("verification", []) if c["format"] in kept]
+            + [asdict(c) for c in result.checks],
+        },
+    )
     if failures:
         raise ExportError(
             f"not equivalent, so not written: {'; '.join(failures)} (see {result.out / 'manifest.json'})", result

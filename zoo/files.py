@@ -85,8 +85,10 @@ def atomic_path(path: Path) -> Iterator[Path]:
     except Exception as exc:
         full = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
         if full or "No space left on device" in str(exc):  # safetensors reports it as a SafetensorError
-            raise ZooError(f"no space left to write {path.name} in {path.parent}; {path.name} there is unchanged. "
-                           f"Free some space, or write elsewhere (--out, --runs-dir)") from exc  # fmt: skip
+            raise ZooError(
+                f"no space left to write {path.name} in {path.parent}; {path.name} there is unchanged. "
+                f"Free some space, or write elsewhere (--out, --runs-dir)"
+            ) from exc
         raise
     finally:
         tmp.unlink(missing_ok=True)

@@ -89,9 +89,12 @@ def _scan(folder: Path, root: Path, split: str) -> dict[str, list[Path]]:
             outside.append(entry)
     if outside:
         where = f" ({split})" if split else ""
-        warnings.warn(f"{len(outside)} link(s) in {root}{where} lead outside it and were skipped (first: "
-                      f"{outside[0].relative_to(root)}); copy the files they point to into the folder to use them",
-                      DataWarning, stacklevel=4)  # fmt: skip
+        warnings.warn(
+            f"{len(outside)} link(s) in {root}{where} lead outside it and were skipped (first: "
+            f"{outside[0].relative_to(root)}); copy the files they point to into the folder to use them",
+            DataWarning,
+            stacklevel=4,
+        )
     return classes
 
 
@@ -141,8 +144,13 @@ def _decode(
     return arrays, labels, skipped
 
 
-def _cached(path: Path, files: int, classes: int, channels: int, image_size: int | None,
-            ) -> tuple[torch.Tensor, torch.Tensor] | None:  # fmt: skip
+def _cached(
+    path: Path,
+    files: int,
+    classes: int,
+    channels: int,
+    image_size: int | None,
+) -> tuple[torch.Tensor, torch.Tensor] | None:
     """A cache entry's images and labels, or None when it cannot be read or does not hold what zoo writes."""
     import torch
     from safetensors.torch import load_file
@@ -176,8 +184,13 @@ def _write_cache(path: Path, images: torch.Tensor, labels: torch.Tensor) -> bool
     return True
 
 
-def _load(root: Path, layout: _Layout, split: str, image_size: int | None, grayscale: bool | None,
-          ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+def _load(
+    root: Path,
+    layout: _Layout,
+    split: str,
+    image_size: int | None,
+    grayscale: bool | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One split as tensors, from the cache when no file under ``root`` changed since it was written."""
     import numpy as np
     import torch
@@ -196,8 +209,12 @@ def _load(root: Path, layout: _Layout, split: str, image_size: int | None, grays
     size = (image_size, image_size) if image_size else None
     arrays, labels, skipped = _decode(files, size, grey)
     if skipped:
-        warnings.warn(f"{len(skipped)} of {len(files)} images in {root} ({split}) could not be read and were skipped "
-                      f"(first: {skipped[0]})", DataWarning, stacklevel=3)  # fmt: skip
+        warnings.warn(
+            f"{len(skipped)} of {len(files)} images in {root} ({split}) could not be read and were skipped "
+            f"(first: {skipped[0]})",
+            DataWarning,
+            stacklevel=3,
+        )
     sizes = Counter(a.shape[:2] for a in arrays)
     if len(sizes) > 1:
         listing = ", ".join(f"{h}x{w}: {n}" for (h, w), n in sizes.most_common(3))
@@ -210,8 +227,9 @@ def _load(root: Path, layout: _Layout, split: str, image_size: int | None, grays
     written = _write_cache(cached, *result)
     if corrupt:
         outcome = "has been rewritten" if written else "could not be rewritten; delete it"
-        warnings.warn(f"the cache entry {cached} for {root} ({split}) was corrupt and {outcome}", DataWarning,
-                      stacklevel=3)  # fmt: skip
+        warnings.warn(
+            f"the cache entry {cached} for {root} ({split}) was corrupt and {outcome}", DataWarning, stacklevel=3
+        )
     return result
 
 
@@ -226,8 +244,11 @@ def _mostly_grey(files: list[tuple[Path, int]]) -> bool:
     return bool(modes) and all(m in GREY_MODES for m in modes)
 
 
-def load_split(root: Path, split: str, grayscale: bool | None = None,
-               ) -> tuple[tuple[str, ...], torch.Tensor, torch.Tensor]:  # fmt: skip
+def load_split(
+    root: Path,
+    split: str,
+    grayscale: bool | None = None,
+) -> tuple[tuple[str, ...], torch.Tensor, torch.Tensor]:
     """One split of ``root/train/<class>`` and ``root/test/<class>``: its class names, images and labels (cached)."""
     root = root.resolve()
     layout = _layout(root)

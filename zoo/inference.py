@@ -6,7 +6,6 @@ import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -25,48 +24,27 @@ from zoo.weights import named_weights, source_path
 __all__ = ["EvalResult", "evaluate", "load", "load_model", "recorded_data_dir"]
 
 
-def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+def load_model(path: str | Path) -> tuple[nn.Module, ModelCard]:
     """The model in a run directory (its best checkpoint), a checkpoint file or published weights ``ARCH:TAG``,
-    in eval mode, and its metadata.
-
-    The metadata is validated, and the file's tensor shapes are compared with the architecture's on
-    PyTorch's meta device (which allocates nothing), before the model is built for real.
-    """
-    from zoo.training import _load_weights
-
+    in eval mode, and its card."""
     source = runs.find_weights(source_path(path))
     saved = checkpoint.load(source)
-    card = ModelCard.parse(saved.meta, source)
-    arch = get_registry().architecture(card.architecture)
-    with torch.device("meta"):
-        skeleton = arch.build(card.input_shape, card.num_classes)
-    expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
-    found = {k: tuple(v.shape) for k, v in saved.weights.items()}
-    if expected != found:
-        wrong = sorted(k for k in expected.keys() & found.keys() if expected[k] != found[k])
-        detail = (f"tensor {wrong[0]} is {found[wrong[0]]} in the file, {expected[wrong[0]]} in the model" if wrong else
-                  f"tensors differ: {', '.join(sorted(expected.keys() ^ found.keys())[:3])}")  # fmt: skip
-        raise ZooError(
-            f"the weights in {source} do not fit {arch.name} for {format_shape(card.input_shape)} images in "
-            f"{card.num_classes} classes ({detail}); give the file its own metadata, as `zoo train` writes it"
-        )
-    model = arch.build(card.input_shape, card.num_classes)
-    _load_weights(model, saved.weights, source)
-    return model.eval(), card.to_meta()
+    return checkpoint.build(saved, source), saved.card
 
 
 def load(path: str | Path, weights: str | None = None) -> nn.Module:
     """A trained model in eval mode: from a run directory, a zoo safetensors file, or published weights
     (``load("cnn32", weights="mnist")``, or ``load("cnn32:mnist")``; ``weights="default"``: the default ones).
 
-    Its metadata (classes, input shape, mean and std, the data set, the training settings) is ``model.zoo_meta``;
-    published weights are ``model.zoo_weights`` too, whose ``transforms()`` prepares images for the model.
+    Its :class:`~zoo.card.ModelCard` (classes, input shape, mean and std, the data set, the training settings) is
+    ``model.zoo_card``; published weights are ``model.zoo_weights`` too, whose ``transforms()`` prepares images for
+    the model.
     """
     if weights is not None:
         path = f"{path}:{weights}" if weights != "default" else get_registry().find_weights(str(path)).name
-    model, meta = load_model(path)
+    model, card = load_model(path)
     # Plain attributes: nn.Module's __setattr__ would type-check them.
-    model.__dict__["zoo_meta"] = meta
+    model.__dict__["zoo_card"] = card
     model.__dict__["zoo_weights"] = named_weights(path)
     return model
 
@@ -113,37 +91,38 @@ def evaluate(
     ``runs/ARCH-TAG-eval-DATASET`` for published weights).  The data directory defaults to the one
     the run was trained with.  ``trust=True`` allows formats whose files can run code (TorchScript, .pt2).
     """
-    run, meta = load_runner(path, trust)
-    card = ModelCard.parse(meta, path)
+    run, card = load_runner(path, trust)
     c, h, _ = card.input_shape
     if dataset is None and (card.dataset is None or card.dataset_is_folder):
         found = f"was trained on the folder {card.dataset}" if card.dataset else "records no data set"
         raise ZooError(f"{path} {found}; name the data set to score it on: zoo eval {path} DATASET_OR_FOLDER")
     # A name recorded in the file means a registered data set, never a folder of that name.
     ds = find_dataset(dataset, image_size=h, grayscale=c == 1) if dataset else get_registry().dataset(str(card.dataset))
-    trained = (tuple(meta["input_shape"]), len(meta["classes"]))
-    if (ds.shape, ds.num_classes) != trained:
+    if (ds.shape, ds.num_classes) != (card.input_shape, card.num_classes):
         raise ZooError(
-            f"{path} was trained on {format_shape(trained[0])} images in {trained[1]} classes; "
+            f"{path} was trained on {format_shape(card.input_shape)} images in {card.num_classes} classes; "
             f"{ds.name} has {format_shape(ds.shape)} images in {ds.num_classes}: pick a data set of the same shape"
         )
-    if ds.classes != tuple(meta["classes"]):
+    if ds.classes != card.classes:
         warnings.warn(
             f"{ds.name}'s classes ({', '.join(ds.classes[:3])}, ...) are not the ones {path} was trained on "
-            f"({', '.join(meta['classes'][:3])}, ...): the accuracy counts label indices that mean different things",
+            f"({', '.join(card.classes[:3])}, ...): the accuracy counts label indices that mean different things",
             DataWarning,
             stacklevel=2,
         )
     images, labels = ds.load("test", resolve_data_dir(data_dir or recorded_data_dir(path)))
     split = Split(images, labels)
     # Normalise as the training data was, whatever data set is scored now.
-    normalize = Normalizer(meta["mean"], meta["std"], torch.device("cpu"), False)
+    normalize = Normalizer(card.mean, card.std, torch.device("cpu"), False)
     scored = evaluation.evaluate(lambda x: torch.from_numpy(run(x.numpy())), split, normalize)
     source = source_path(path)
     if out is None and source != Path(path):  # published weights: not beside their file, in the installation
         out = Path("runs") / f"{source.stem}-eval-{ds.name}"
-    target = Path(out) if out else (source / f"eval-{ds.name}" if source.is_dir() else
-                                    source.with_name(f"{source.stem}-eval-{ds.name}"))  # fmt: skip
+    target = (
+        Path(out)
+        if out
+        else (source / f"eval-{ds.name}" if source.is_dir() else source.with_name(f"{source.stem}-eval-{ds.name}"))
+    )
     try:
         target.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -12,14 +12,17 @@ import numpy as np
 
 from zoo import runs
 from zoo.card import ModelCard
-from zoo.errors import ZooError
+from zoo.errors import SettingError, ZooError
 from zoo.files import sha256
 from zoo.images import light_background, read_image
 from zoo.loader import get_registry
 from zoo.registry import Exporter
 from zoo.weights import source_path
 
-__all__ = ["Prediction", "classify", "exporter_for", "load_runner", "predict"]
+__all__ = ["Prediction", "Run", "classify", "exporter_for", "load_runner", "predict", "torch_runner"]
+
+Run = Callable[[np.ndarray], np.ndarray]
+"""A model as a function from a normalised float32 batch N×C×H×W to scores N×classes."""
 
 
 @dataclass
@@ -33,8 +36,8 @@ class Prediction:
 
 
 def classify(
-    run: Callable[[np.ndarray], np.ndarray],
-    meta: dict[str, Any],
+    run: Run,
+    card: ModelCard,
     images: Sequence[str | Path],
     top_k: int,
     invert: bool | None,
@@ -45,10 +48,10 @@ def classify(
     (a dark digit on white paper for an MNIST model), judged by its border against the data's mean.
     """
     if top_k < 1:
-        raise ZooError(f"--top-k must be at least 1, got {top_k}")
-    c, h, w = meta["input_shape"]
-    mean = np.asarray(meta["mean"], dtype=np.float32).reshape(1, -1, 1, 1)
-    std = np.asarray(meta["std"], dtype=np.float32).reshape(1, -1, 1, 1)
+        raise SettingError("top_k", f"must be at least 1, got {top_k}")
+    c, h, w = card.input_shape
+    mean = np.asarray(card.mean, dtype=np.float32).reshape(1, -1, 1, 1)
+    std = np.asarray(card.std, dtype=np.float32).reshape(1, -1, 1, 1)
     results = []
     for image in map(Path, images):
         try:
@@ -64,7 +67,7 @@ def classify(
         probabilities = np.exp(scores - scores.max())
         probabilities /= probabilities.sum()
         best = np.argsort(-probabilities)[:top_k]
-        results.append(Prediction(image, [(meta["classes"][i], float(probabilities[i])) for i in best], inverted=flip))
+        results.append(Prediction(image, [(card.classes[i], float(probabilities[i])) for i in best], inverted=flip))
     return results
 
 
@@ -96,14 +99,21 @@ def _check_manifest(path: Path) -> None:
         )
 
 
-def load_runner(path: str | Path, trust: bool = False) -> tuple[Callable[[np.ndarray], np.ndarray], dict[str, Any]]:
-    """A function from normalised float32 batches to scores, and the metadata, for a run, any exported file, or
+def load_runner(path: str | Path, trust: bool = False) -> tuple[Run, ModelCard]:
+    """A function from normalised float32 batches to scores, and the model card, for a run, any exported file, or
     published weights ``ARCH:TAG``.
 
-    Only the file's own runtime is imported: an .onnx file needs onnxruntime, not torch.
+    Only the file's own runtime is imported: an .onnx file needs onnxruntime, not torch; zoo's own .safetensors
+    files load through zoo.checkpoint, whatever exporters are installed.
     A format whose files can run code (TorchScript, .pt2) is loaded only with ``trust=True``.
     """
     source = runs.find_weights(source_path(path))
+    if source.suffix == ".safetensors":
+        from zoo.inference import load_model
+
+        _check_manifest(source)
+        model, card = load_model(source)
+        return _probe(torch_runner(model), card, source), card
     exporter = exporter_for(source)
     if exporter.runs_code and not trust:
         raise ZooError(
@@ -122,18 +132,38 @@ def load_runner(path: str | Path, trust: bool = False) -> tuple[Callable[[np.nda
         ) from exc
     if not meta:
         raise ZooError(f"{source} carries no zoo metadata; export it with `zoo export`")
-    card = ModelCard.parse(meta, source)
+    card = ModelCard.from_json(meta, source)
+    return _probe(run, card, source), card
+
+
+def _probe(run: Run, card: ModelCard, source: Path) -> Run:
+    """``run``, once one image of the card's shape has given one finite score per class."""
     try:  # one image of the declared shape must give one score per declared class
         scores = np.asarray(run(np.zeros((1, *card.input_shape), dtype=np.float32)))
     except Exception as exc:
-        raise ZooError(f"{source} does not run on one {'x'.join(map(str, card.input_shape))} image, the shape "
-                       f"its metadata declares ({' '.join(str(exc).split())[:200]})") from exc  # fmt: skip
+        raise ZooError(
+            f"{source} does not run on one {'x'.join(map(str, card.input_shape))} image, the shape "
+            f"its metadata declares ({' '.join(str(exc).split())[:200]})"
+        ) from exc
     if scores.shape != (1, card.num_classes):
-        raise ZooError(f"{source} gives scores of shape {scores.shape} for one image, but its metadata lists "
-                       f"{card.num_classes} classes; use a file written by zoo")  # fmt: skip
+        raise ZooError(
+            f"{source} gives scores of shape {scores.shape} for one image, but its metadata lists "
+            f"{card.num_classes} classes; use a file written by zoo"
+        )
     if not np.isfinite(scores).all():
         raise ZooError(f"{source} gives non-finite scores: its weights are broken; train or export it again")
-    return run, card.to_meta()
+    return run
+
+
+def torch_runner(module: Callable[[Any], Any]) -> Run:
+    """A torch module (or any callable on tensors) as a function on float32 numpy batches, in inference mode."""
+    import torch
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return module(torch.from_numpy(x)).float().numpy()  # type: ignore[no-any-return]
+
+    return run
 
 
 def predict(
@@ -150,5 +180,5 @@ def predict(
 
     ``trust=True`` allows formats whose files can run code when loaded (TorchScript, .pt2).
     """
-    run, meta = load_runner(path, trust)
-    return classify(run, meta, images, top_k, invert)
+    run, card = load_runner(path, trust)
+    return classify(run, card, images, top_k, invert)

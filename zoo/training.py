@@ -26,13 +26,14 @@ from torch import nn
 
 import zoo
 from zoo import checkpoint, plots, runs
+from zoo.card import new_card
 from zoo.data import Normalizer, Split, augment, batches, load_splits, resolve_data_dir
-from zoo.errors import ZooError
+from zoo.errors import SettingError, ZooError
 from zoo.evaluation import Evaluation, evaluate, report
 from zoo.files import write_json, write_text
 from zoo.folders import find_dataset
 from zoo.loader import get_registry
-from zoo.registry import Architecture, Dataset, Recipe
+from zoo.registry import Architecture, Dataset, Recipe, format_shape
 
 __all__ = [
     "OPTIMIZERS",
@@ -42,6 +43,7 @@ __all__ = [
     "TrainConfig",
     "TrainingDiverged",
     "TrainingInterrupted",
+    "keep_freed_memory",
     "train",
     "train_one_epoch",
 ]
@@ -77,42 +79,45 @@ class TrainConfig(Recipe):
         for name in ("lr", "weight_decay", "warmup", "val_split"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-                raise ZooError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
+                raise SettingError(name, f"must be a finite number, got {value}")
         if isinstance(self.threads, bool) or not isinstance(self.threads, int) or not 1 <= self.threads <= 1024:
-            raise ZooError(f"--threads must be an integer from 1 to 1024, got {self.threads}")
+            raise SettingError("threads", f"must be an integer from 1 to 1024, got {self.threads}")
         for name in ("batch_size", "epochs", "seed"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
-                raise ZooError(f"--{name.replace('_', '-')} must be an integer from 0 to 2**63 - 1, got {value}")
+                raise SettingError(name, f"must be an integer from 0 to 2**63 - 1, got {value}")
         for name in ("lr", "batch_size", "epochs"):
             if not getattr(self, name) > 0:
-                raise ZooError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+                raise SettingError(name, f"must be positive, got {getattr(self, name)}")
         for name in ("limit", "max_steps"):
             value = getattr(self, name)
             if value is not None and value < 1:
-                raise ZooError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+                raise SettingError(name, f"must be at least 1, got {value}")
         if self.image_size is not None and self.image_size < 1:
-            raise ZooError(f"--image-size must be positive, got {self.image_size}")
+            raise SettingError("image_size", f"must be positive, got {self.image_size}")
         if self.weight_decay < 0:
-            raise ZooError(f"--weight-decay must not be negative, got {self.weight_decay}")
+            raise SettingError("weight_decay", f"must not be negative, got {self.weight_decay}")
         if not 0 <= self.warmup < 1:
-            raise ZooError(f"--warmup is a fraction of the steps in [0, 1), got {self.warmup}")
+            raise SettingError("warmup", f"is a fraction of the steps in [0, 1), got {self.warmup}")
         if not 0 <= self.val_split < 1:
-            raise ZooError(f"--val-split is a fraction of the training images in [0, 1), got {self.val_split}")
+            raise SettingError("val_split", f"is a fraction of the training images in [0, 1), got {self.val_split}")
         for name, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("augment", AUGMENTATIONS)):
             if getattr(self, name) not in allowed:
-                raise ZooError(f"--{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+                raise SettingError(name, f"must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
 
 
 def resolve_config(arch: Architecture, dataset: Dataset, recipe: str = "default", **overrides: Any) -> TrainConfig:
     """The recipe's settings (``default`` or the tutorial's), with every option that is not None overriding them."""
     if recipe not in ("default", "tutorial"):
-        raise ZooError(f"--recipe must be default or tutorial, got {recipe!r}")
+        raise SettingError("recipe", f"must be default or tutorial, got {recipe!r}")
     chosen = arch.tutorial_recipe if recipe == "tutorial" else arch.default_recipe
     if chosen is None:
-        raise ZooError(f"{arch.name} has no tutorial recipe; use --recipe default")
-    settings = {**dataclasses.asdict(chosen), "threads": available_cpus(),
-                **{k: v for k, v in overrides.items() if v is not None}}  # fmt: skip
+        raise SettingError("recipe", f"tutorial: {arch.name} has none; use the default recipe")
+    settings = {
+        **dataclasses.asdict(chosen),
+        "threads": available_cpus(),
+        **{k: v for k, v in overrides.items() if v is not None},
+    }
     settings.update(architecture=arch.name, dataset=dataset.ref, recipe=recipe)
     return TrainConfig(**settings)
 
@@ -193,9 +198,9 @@ def pick_device(name: str) -> torch.device:
         return torch.device("cpu")
     available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
     if name not in available:
-        raise ZooError(f"--device must be auto, cpu, cuda or mps, got {name!r}")
+        raise SettingError("device", f"must be auto, cpu, cuda or mps, got {name!r}")
     if not available[name]:
-        raise ZooError(f"--device {name}: PyTorch sees no such device here; use --device auto or cpu")
+        raise SettingError("device", f"{name}: PyTorch sees no such device here; use auto or cpu")
     return torch.device(name)
 
 
@@ -224,12 +229,13 @@ def _match_layouts(optimizer: torch.optim.Optimizer) -> None:
                     state[name] = torch.empty_like(param).copy_(value)
 
 
-def _keep_freed_memory() -> None:
+def keep_freed_memory() -> None:
     """Keep freed activation buffers in glibc's heap instead of returning them to the system.
 
     Every step allocates and frees the same large buffers.  By default glibc unmaps
     or trims them, and the next step page-faults them back in: a quarter to a third
-    of a CPU training step of mnist_cnn32 (tests/benchmarks/train_speed.py).
+    of a CPU training step of mnist_cnn32 (tests/benchmarks/train_speed.py).  The setting holds for the whole
+    process, so ``zoo train`` makes it and :func:`train` does not: call this first to train as fast from Python.
     """
     if not sys.platform.startswith("linux"):
         return
@@ -357,23 +363,6 @@ def train_one_epoch(
     state.seconds += time.perf_counter() - start
 
 
-def _metadata(arch: Architecture, dataset: Dataset, config: TrainConfig, **extra: Any) -> dict[str, Any]:
-    """What a checkpoint says about itself, so that eval, predict and export need nothing else."""
-    return {
-        "format": "zoo.checkpoint",
-        "zoo_version": zoo.__version__,
-        "torch_version": torch.__version__,
-        "architecture": arch.name,
-        "dataset": dataset.ref,
-        "classes": list(dataset.classes),
-        "input_shape": list(dataset.shape),
-        "mean": list(dataset.mean),
-        "std": list(dataset.std),
-        "config": dataclasses.asdict(config),
-        **extra,
-    }
-
-
 @dataclass
 class RunResult:
     """What ``train`` returns: the run directory and its headline numbers."""
@@ -419,18 +408,25 @@ class _Reporter:
             from tqdm import tqdm  # type: ignore[import-untyped]
 
             self.bar = tqdm(
-                total=self.steps, initial=state.step, desc=f"epoch {state.epoch + 1}/{self.epochs}", unit="batch",
-                file=sys.stderr, leave=True, dynamic_ncols=True,
-            )  # fmt: skip
+                total=self.steps,
+                initial=state.step,
+                desc=f"epoch {state.epoch + 1}/{self.epochs}",
+                unit="batch",
+                file=sys.stderr,
+                leave=True,
+                dynamic_ncols=True,
+            )
 
     def step(self, state: EpochState, seconds: float) -> None:
         if self.bar is not None:
             self.bar.update(1)
             if state.step % 20 == 0 and state.seen:
                 self.bar.set_postfix(
-                    loss=f"{state.loss_sum / state.seen:.4f}", acc=f"{state.correct / state.seen:.2%}",
-                    img_s=f"{state.seen / max(seconds + state.seconds, 1e-9):,.0f}", refresh=False,
-                )  # fmt: skip
+                    loss=f"{state.loss_sum / state.seen:.4f}",
+                    acc=f"{state.correct / state.seen:.2%}",
+                    img_s=f"{state.seen / max(seconds + state.seconds, 1e-9):,.0f}",
+                    refresh=False,
+                )
 
     def end(self, record: dict[str, Any]) -> None:
         if self.bar is not None:
@@ -462,7 +458,8 @@ def train(
     on_epoch: Callable[[dict[str, Any], nn.Module], None] | None = None,
     **overrides: Any,
 ) -> RunResult:
-    """Train ``architecture`` on ``dataset`` (or continue the run ``resume``) and return its result.
+    """Train ``architecture`` on ``dataset`` (default: the one its recipe names), or continue the run ``resume``,
+    and return its result.
 
     ``overrides`` are TrainConfig fields (``epochs=3``, ``lr=1e-3``, ...); unset ones come from the recipe.
     ``on_epoch(record, model)`` is called after each epoch with its metrics, e.g. to log them elsewhere.
@@ -479,9 +476,14 @@ def train(
         ds = find_dataset(config.dataset, config.image_size, config.grayscale)
         data_root = resolve_data_dir(data_dir or saved.get("data_dir"))
     else:
-        if architecture is None or dataset is None:
-            raise ZooError("train needs an architecture and a data set, or resume=RUN")
+        if architecture is None:
+            raise ZooError("train needs an architecture (and a data set, unless its recipe names one), or resume=RUN")
         arch = registry.architecture(architecture)
+        if dataset is None:
+            chosen = arch.tutorial_recipe if recipe == "tutorial" else arch.default_recipe
+            dataset = chosen.dataset if chosen else None
+            if dataset is None:
+                raise ZooError(f"{arch.name}'s recipe names no data set; name one: zoo train {arch.name} DATASET")
         ds = find_dataset(dataset, overrides.get("image_size"), overrides.get("grayscale"))
         config = resolve_config(arch, ds, recipe, **overrides)
         data_root = resolve_data_dir(data_dir)
@@ -490,7 +492,6 @@ def train(
     if len(data.train) == 0:
         raise ZooError(f"no training images left after --val-split {config.val_split}; lower it")
 
-    _keep_freed_memory()
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)  # the initial weights depend on the seed alone
     model = arch.build(ds.shape, ds.num_classes).to(device).to(memory_format=torch.channels_last)
@@ -517,24 +518,42 @@ def train(
         print(f"zoo: run {path} has no checkpoint yet: starting it again in place", file=sys.stderr, flush=True)
     else:
         path = runs.create(Path(runs_dir) if runs_dir else None, Path(out) if out else None, f"{arch.name}-{ds.name}")
-        write_json(path / runs.CONFIG, {
-            "train": dataclasses.asdict(config), "data_dir": str(data_dir) if data_dir else None,
-            "zoo_version": zoo.__version__, "torch_version": torch.__version__,
-            "python_version": sys.version.split()[0], "device": str(device),
-            "machine": describe_machine(config.threads), "init_sha256": init_sha256,
-        })  # fmt: skip
+        write_json(
+            path / runs.CONFIG,
+            {
+                "train": dataclasses.asdict(config),
+                "data_dir": str(data_dir) if data_dir else None,
+                "zoo_version": zoo.__version__,
+                "torch_version": torch.__version__,
+                "python_version": sys.version.split()[0],
+                "device": str(device),
+                "machine": describe_machine(config.threads),
+                "init_sha256": init_sha256,
+            },
+        )
 
     def save_last() -> None:
-        meta = _metadata(arch, ds, config, epoch=len(history), history=history, progress=dataclasses.asdict(state))
-        checkpoint.save(path / runs.LAST, model.state_dict(), meta, optimizer.state_dict())
+        resume = {"history": history, "progress": dataclasses.asdict(state)}
+        card = new_card(arch, ds, config=dataclasses.asdict(config), epoch=len(history))
+        checkpoint.save(path / runs.LAST, model.state_dict(), card, resume=resume, optimizer=optimizer.state_dict())
 
     reporter = _Reporter(progress, config.epochs, steps_per_epoch, config.batch_size)
     best = max((h["val_acc"] for h in history if h["val_acc"] is not None), default=-1.0)
     with _interrupts(f"continue from the last checkpoint with: zoo train --resume {path}") as stop:
         while state.epoch < config.epochs and state.epoch * steps_per_epoch + state.step < total_steps:
             reporter.start(state)
-            train_one_epoch(model, data.train, normalize, optimizer, config, state, steps_per_epoch, total_steps, stop,
-                            reporter.step)  # fmt: skip
+            train_one_epoch(
+                model,
+                data.train,
+                normalize,
+                optimizer,
+                config,
+                state,
+                steps_per_epoch,
+                total_steps,
+                stop,
+                reporter.step,
+            )
             if stop:
                 save_last()
                 raise TrainingInterrupted(
@@ -556,8 +575,8 @@ def train(
             state = EpochState(epoch=state.epoch + 1)
             if val is None or val.accuracy > best:  # the test split never takes part in choosing
                 best = val.accuracy if val else best
-                meta = _metadata(arch, ds, config, epoch=len(history), metrics=record)
-                checkpoint.save(path / runs.BEST, model.state_dict(), meta)
+                card = new_card(arch, ds, config=dataclasses.asdict(config), epoch=len(history), metrics=record)
+                checkpoint.save(path / runs.BEST, model.state_dict(), card)
             save_last()
             write_text(path / runs.METRICS, "".join(json.dumps(h) + "\n" for h in history))
             reporter.end(record)
@@ -565,7 +584,7 @@ def train(
                 on_epoch(record, model)
 
     best_weights = checkpoint.load(path / runs.BEST)
-    _load_weights(model, best_weights.weights, path / runs.BEST)
+    checkpoint.load_weights(model, best_weights.weights, path / runs.BEST)
     test = evaluate(model, data.test, normalize)
     result = RunResult(path, config, history, test, ds.classes)
     write_text(path / "report.txt", report(test, ds.classes) + "\n")
@@ -581,12 +600,14 @@ def _resume(
 ) -> tuple[list[dict[str, Any]], EpochState]:
     """Load the weights, optimizer state, history and progress of a ``last`` checkpoint; damaged state is a ZooError."""
     last = checkpoint.load(source)
-    _load_weights(model, last.weights, source)
+    checkpoint.load_weights(model, last.weights, source)
     try:
         if last.optimizer is not None:
             optimizer.load_state_dict(last.optimizer)
             _match_layouts(optimizer)
-        history, state = last.meta["history"], EpochState(**last.meta["progress"])
+        if last.resume is None:
+            raise ValueError("it holds no resume state")
+        history, state = last.resume["history"], EpochState(**last.resume["progress"])
         if not isinstance(history, list) or not all(isinstance(h, dict) and "val_acc" in h for h in history):
             raise ValueError("history is not a list of epoch records")
         numbers = [state.epoch, state.step, state.correct, state.seen, state.loss_sum, state.seconds]
@@ -596,8 +617,9 @@ def _resume(
             raise ValueError(f"progress says epoch {state.epoch}, history has {len(history)}")
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         detail = " ".join(str(exc).split())[:200]
-        raise ZooError(f"the resume state in {source} is damaged ({detail}); start the run again with `zoo train`"
-                       ) from exc  # fmt: skip
+        raise ZooError(
+            f"the resume state in {source} is damaged ({detail}); start the run again with `zoo train`"
+        ) from exc
     return history, state
 
 
@@ -607,36 +629,38 @@ def _initialise(model: nn.Module, source: str, arch: Architecture, ds: Dataset) 
     With another class count than they were trained for, the classifier head (the tensors sized by the class
     count) keeps its fresh initialisation; every other tensor must fit as it is.
     """
-    from zoo.card import ModelCard
     from zoo.files import sha256
     from zoo.weights import source_path
 
     path = runs.find_weights(source_path(source))
     saved = checkpoint.load(path)
-    card = ModelCard.parse(saved.meta, path)
+    card = saved.card
     if card.architecture != arch.name:
-        raise ZooError(f"--init {source} holds {card.architecture} weights, not {arch.name}'s; "
-                       f"train {card.architecture}, or give weights of {arch.name}")  # fmt: skip
+        raise SettingError(
+            "init",
+            f"{source} holds {card.architecture} weights, not {arch.name}'s; "
+            f"train {card.architecture}, or give weights of {arch.name}",
+        )
     if card.input_shape != ds.shape:
-        raise ZooError(f"--init {source} was trained on {'x'.join(map(str, card.input_shape))} images, {ds.name} has "
-                       f"{'x'.join(map(str, ds.shape))}; fine-tune on a data set of the same image shape")  # fmt: skip
+        raise SettingError(
+            "init",
+            f"{source} was trained on {format_shape(card.input_shape)} images, {ds.name} "
+            f"has {format_shape(ds.shape)}; fine-tune on a data set of the same image shape",
+        )
     own = model.state_dict()
     head = sorted(k for k, v in saved.weights.items() if k in own and own[k].shape != v.shape)
     foreign = [k for k in head if card.num_classes == ds.num_classes or own[k].shape[0] != ds.num_classes]
     if own.keys() != saved.weights.keys() or foreign:
         detail = ", ".join(sorted(own.keys() ^ saved.weights.keys()) or foreign)[:200]
-        raise ZooError(f"the weights of --init {source} do not fit {arch.name} ({detail}); give weights that "
-                       f"`zoo train {arch.name}` wrote")  # fmt: skip
+        raise SettingError(
+            "init",
+            f"{source}: its weights do not fit {arch.name} ({detail}); give weights that `zoo train {arch.name}` wrote",
+        )
     model.load_state_dict({k: v for k, v in saved.weights.items() if k not in head}, strict=False)
     if head:
-        print(f"zoo: starting from {source}, with a new classifier head for {ds.num_classes} classes "
-              f"({', '.join(head)})", file=sys.stderr, flush=True)  # fmt: skip
+        print(
+            f"zoo: starting from {source}, with a new classifier head for {ds.num_classes} classes ({', '.join(head)})",
+            file=sys.stderr,
+            flush=True,
+        )
     return sha256(path)
-
-
-def _load_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: Path) -> None:
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as exc:
-        detail = " ".join(str(exc).split())[:300]
-        raise ZooError(f"the weights in {source} do not fit this model ({detail})") from exc

@@ -57,8 +57,10 @@ def _cached_file(w: Weights) -> Path:
 def _check(w: Weights, path: Path, fix: str) -> Path:
     actual = sha256(path)
     if actual != w.sha256:
-        raise ZooError(f"{path} is not the file of weights {w.name}: its sha256 is {actual}, the record says "
-                       f"{w.sha256}; zoo will not load it ({fix})")  # fmt: skip
+        raise ZooError(
+            f"{path} is not the file of weights {w.name}: its sha256 is {actual}, the record says "
+            f"{w.sha256}; zoo will not load it ({fix})"
+        )
     return path
 
 
@@ -70,8 +72,10 @@ def fetch(w: Weights, progress: bool = True) -> Path:
         plugin = registry.provider(w) if registry.weights.get(w.name) is w else None
         label, distribution = (plugin.label, plugin.distribution) if plugin else (w.file.partition(":")[0],) * 2
         if not path.is_file():
-            raise ZooError(f"the file of weights {w.name} is missing from the install of {label} ({path}); "
-                           f"reinstall it: pip install --force-reinstall {distribution}")  # fmt: skip
+            raise ZooError(
+                f"the file of weights {w.name} is missing from the install of {label} ({path}); "
+                f"reinstall it: pip install --force-reinstall {distribution}"
+            )
         return _check(w, path, f"reinstall {distribution}")
     path = _cached_file(w)
     if not path.is_file():
@@ -99,17 +103,23 @@ def _download(w: Weights, path: Path, progress: bool) -> None:
             while block := response.read(_BLOCK):
                 received += len(block)
                 if received > w.size:
-                    raise ZooError(f"{w.url} sends more than the {w.size:,} bytes weights {w.name} have; "
-                                   f"it is not their file, so nothing was saved")  # fmt: skip
+                    raise ZooError(
+                        f"{w.url} sends more than the {w.size:,} bytes weights {w.name} have; "
+                        f"it is not their file, so nothing was saved"
+                    )
                 digest.update(block)
                 out.write(block)
                 bar.update(len(block))
             if received != w.size:
-                raise ZooError(f"the download of {w.url} stopped after {received:,} of {w.size:,} bytes; "
-                               f"nothing was saved: run the command again, or {offline}")  # fmt: skip
+                raise ZooError(
+                    f"the download of {w.url} stopped after {received:,} of {w.size:,} bytes; "
+                    f"nothing was saved: run the command again, or {offline}"
+                )
             if digest.hexdigest() != w.sha256:
-                raise ZooError(f"{w.url} sent a file whose sha256 is {digest.hexdigest()}, not {w.sha256} as weights "
-                               f"{w.name} record; it was not saved (the server's file has changed)")  # fmt: skip
+                raise ZooError(
+                    f"{w.url} sent a file whose sha256 is {digest.hexdigest()}, not {w.sha256} as weights "
+                    f"{w.name} record; it was not saved (the server's file has changed)"
+                )
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", None) or exc
         raise ZooError(f"could not download weights {w.name} ({' '.join(str(reason).split())}); {offline}") from exc
@@ -118,8 +128,15 @@ def _download(w: Weights, path: Path, progress: bool) -> None:
 def _bar(w: Weights, progress: bool) -> Any:
     from tqdm import tqdm  # type: ignore[import-untyped]
 
-    return tqdm(total=w.size, unit="B", unit_scale=True, desc=f"downloading {w.name}", file=sys.stderr, leave=False,
-                disable=not progress)  # fmt: skip
+    return tqdm(
+        total=w.size,
+        unit="B",
+        unit_scale=True,
+        desc=f"downloading {w.name}",
+        file=sys.stderr,
+        leave=False,
+        disable=not progress,
+    )
 
 
 def packaged(package: str, folder: str = "weights") -> list[Weights]:
@@ -179,25 +196,36 @@ def publish(
         raise ZooError(f"{source} is not a finished run (no {runs.SUMMARY}); publish a run that `zoo train` completed")
     config = json.loads((source / runs.CONFIG).read_text())
     settings, summary = config["train"], json.loads((source / runs.SUMMARY).read_text())
-    model, meta = load_model(source)
+    model, card = load_model(source)
     tag = tag or settings["dataset"]
-    target = Path(out) / f"{meta['architecture']}-{tag}.safetensors"
+    target = Path(out) / f"{card.architecture}-{tag}.safetensors"
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(target) as tmp:
         shutil.copyfile(source / runs.BEST, tmp)
     scored = evaluate(target, data_dir=data_dir or config.get("data_dir"), out=source / f"eval-{tag}")
-    layers = summarize(model, tuple(meta["input_shape"]))
+    layers = summarize(model, card.input_shape)
     record = {
-        "architecture": meta["architecture"], "tag": tag, "sha256": sha256(target), "size": target.stat().st_size,
-        "url": url, "dataset": settings["dataset"], "classes": meta["classes"], "input_shape": meta["input_shape"],
-        "mean": meta["mean"], "std": meta["std"], "accuracy": scored.accuracy, "loss": scored.evaluation.loss,
-        "params": sum(l.params for l in layers), "macs": sum(l.macs for l in layers),
-        "command": train_command(settings), "seed": settings["seed"], "recipe": TrainConfig(**settings).describe(),
+        "architecture": card.architecture,
+        "tag": tag,
+        "sha256": sha256(target),
+        "size": target.stat().st_size,
+        "url": url,
+        "dataset": settings["dataset"],
+        **{k: v for k, v in card.to_json().items() if k in ("classes", "input_shape", "mean", "std")},
+        "accuracy": scored.accuracy,
+        "loss": scored.evaluation.loss,
+        "params": sum(l.params for l in layers),
+        "macs": sum(l.macs for l in layers),
+        "command": train_command(settings),
+        "seed": settings["seed"],
+        "recipe": TrainConfig(**settings).describe(),
         "train_seconds": round(summary["train_seconds"], 1),
         "machine": config.get("machine") or describe_machine(settings["threads"]),
-        "zoo_version": config["zoo_version"], "torch_version": config["torch_version"], "default": default,
+        "zoo_version": config["zoo_version"],
+        "torch_version": config["torch_version"],
+        "default": default,
         "notes": notes,
-    }  # fmt: skip
+    }
     Weights.from_json(record, file="" if url else "package:path")  # the record must make valid weights
     write_json(target.with_suffix(".json"), record)
     return record

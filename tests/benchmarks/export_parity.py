@@ -40,8 +40,8 @@ def broken_steps(run_path: Path, out: Path) -> dict[str, float]:
     """For each deliberate error, the largest difference (in rounding steps) of its ONNX file on random inputs."""
     import torch
 
-    model, meta = load_model(run_path)
-    x = torch.randn(64, *meta["input_shape"], generator=torch.Generator().manual_seed(0))
+    model, card = load_model(run_path)
+    x = torch.randn(64, *card.input_shape, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         expected = model(x).numpy()
     found = {}
@@ -50,7 +50,7 @@ def broken_steps(run_path: Path, out: Path) -> dict[str, float]:
         with torch.no_grad():
             change(broken)
         path = out / "broken.onnx"
-        write_onnx(broken, x[:2], meta, path, 17)
+        write_onnx(broken, x[:2], card.to_json(), path, 17)
         run, _ = run_onnx(path)
         found[name] = float(rounding_steps(expected, run(x.numpy())).max())
     return found

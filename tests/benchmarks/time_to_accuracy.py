@@ -22,6 +22,7 @@ from train_speed import tutorial_images_per_s
 import zoo
 from zoo.data import Normalizer, Split
 from zoo.evaluation import evaluate
+from zoo.training import keep_freed_memory
 
 TARGETS = {"mnist_cnn6_16": [(5, 0.990)], "mnist_cnn32": [(3, 0.990), (None, 0.993)]}
 TUTORIAL_TRAIN_IMAGES = {"mnist_cnn6_16": 60_000, "mnist_cnn32": 48_000}
@@ -52,6 +53,7 @@ def main() -> None:
     parser.add_argument("--archs", nargs="+", default=["mnist_cnn6_16", "mnist_cnn32"])
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override recipe settings")
     args = parser.parse_args()
+    keep_freed_memory()  # as `zoo train` does
     torch.set_num_threads(2)
     overrides = {k: type(getattr(zoo.Recipe(), k))(v) for k, v in (s.split("=") for s in args.set)}
     for arch in args.archs:

@@ -24,6 +24,7 @@ from torch import nn
 
 import zoo
 from zoo.summary import summarize
+from zoo.training import keep_freed_memory
 
 TARGETS = {"mnist_cnn6_16": 10.0, "mnist_cnn32": 3.0}
 
@@ -80,6 +81,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--archs", nargs="+", default=["mnist_cnn6_16", "mnist_cnn32"])
     args = parser.parse_args()
+    keep_freed_memory()  # as `zoo train` does
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.rounds} alternating rounds")
 
