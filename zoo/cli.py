@@ -279,6 +279,11 @@ def plugins(as_json: bool) -> None:
 @click.option("--runs-dir", type=click.Path(file_okay=False), help="Parent of new run directories [default: runs].")
 @click.option("--out", type=click.Path(file_okay=False), help="The run directory itself (must be new or empty).")
 @click.option("--resume", type=click.Path(file_okay=False), metavar="RUN", help="Continue an interrupted run.")
+@click.option(
+    "--nproc-per-node",
+    type=click.IntRange(1, 1024),
+    help="Train in N processes on this machine, through torchrun; --batch-size is their batch together.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="One line per epoch instead of a progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON on stdout.")
 @click.pass_context
@@ -293,23 +298,32 @@ def train(ctx: click.Context, /, architecture: str | None, dataset: str | None, 
     Ctrl-C saves a checkpoint to resume from.
     """
     _load_torch()
+    from zoo import distributed
     from zoo.training import Progress, RunComplete, TrainingInterrupted, keep_freed_memory
     from zoo.training import train as run_training
 
+    nproc = options.pop("nproc_per_node")
     if resume and (architecture or any(v is not None for k, v in options.items() if k not in ("device", "data_dir"))):
         raise click.UsageError("--resume RUN continues a run with its own settings; give no architecture or options")
     if not resume and not architecture:
         raise click.UsageError("missing ARCHITECTURE (see `zoo list`), or --resume RUN")
     recipe_name = options.pop("recipe") or "default"
+    if nproc is not None:
+        _torchrun(ctx, nproc)
     keep_freed_memory()  # the process is zoo's own: tune glibc for training speed
+    main_process = distributed.current().main
     progress: Progress = "none" if as_json and quiet else "lines" if quiet or not sys.stderr.isatty() else "bar"
     try:
         result = run_training(architecture, dataset, recipe=recipe_name, resume=resume, progress=progress, **options)
     except TrainingInterrupted as exc:
-        click.echo(f"zoo: {exc}", err=True)
+        if main_process:
+            click.echo(f"zoo: {exc}", err=True)
         ctx.exit(130)
     except RunComplete as exc:
-        click.echo(f"zoo: {exc}", err=True)
+        if main_process:
+            click.echo(f"zoo: {exc}", err=True)
+        return
+    if not main_process:  # rank 0 reports for all
         return
     if as_json:
         click.echo(json.dumps(result.summary(), indent=2))
@@ -318,6 +332,35 @@ def train(ctx: click.Context, /, architecture: str | None, dataset: str | None, 
     click.echo(_evaluation_text(result.test, result.classes))
     click.echo(f"plots: {result.path / 'curves.png'}, confusion.png, misses.png")
     click.echo(f"next: zoo eval {result.path} | zoo predict {result.path} IMAGE.png | zoo export {result.path}")
+
+
+def _torchrun(ctx: click.Context, nproc: int) -> None:
+    """Run this same command in ``nproc`` processes through torchrun (torch.distributed.run) on this machine."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import main as torchrun
+
+    from zoo import distributed
+
+    if distributed.current().active:
+        raise click.UsageError("--nproc-per-node starts the processes; under torchrun they are started already")
+    from zoo.training import available_cpus
+
+    argv, args = [], iter(sys.argv[1:])
+    for arg in args:
+        if arg == "--nproc-per-node":
+            next(args, None)
+        elif not arg.startswith("--nproc-per-node="):
+            argv.append(arg)
+    # Each process gets its share of the CPUs (torchrun would otherwise say it chose 1 thread).
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, available_cpus() // nproc)))
+    try:
+        torchrun(["--standalone", "--nproc-per-node", str(nproc), "-m", "zoo", *argv])
+    except ChildFailedError:
+        ctx.exit(1)  # each process has said what went wrong
+    except SignalException:  # torchrun passed the signal on: the processes saved a checkpoint to resume from
+        ctx.exit(130)
+    ctx.exit(0)
 
 
 def _evaluation_text(evaluation: Any, classes: Sequence[str]) -> str:

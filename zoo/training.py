@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 import zoo
-from zoo import checkpoint, plots, runs
+from zoo import checkpoint, distributed, plots, runs
 from zoo.card import new_card
 from zoo.data import Normalizer, Split, augment, batches, load_splits, resolve_data_dir
 from zoo.errors import SettingError, ZooError
@@ -113,9 +113,11 @@ def resolve_config(arch: Architecture, dataset: Dataset, recipe: str = "default"
     chosen = arch.tutorial_recipe if recipe == "tutorial" else arch.default_recipe
     if chosen is None:
         raise SettingError("recipe", f"tutorial: {arch.name} has none; use the default recipe")
+    # Processes on one machine share its CPUs (torchrun may start several on one machine).
+    threads = max(1, available_cpus() // distributed.current().local_world)
     settings = {
         **dataclasses.asdict(chosen),
-        "threads": available_cpus(),
+        "threads": threads,
         **{k: v for k, v in overrides.items() if v is not None},
     }
     settings.update(architecture=arch.name, dataset=dataset.ref, recipe=recipe)
@@ -311,8 +313,13 @@ def train_one_epoch(
     total_steps: int,
     stop: list[int],
     on_step: Any = None,
+    group: distributed.Group = distributed.ONE,
 ) -> None:
-    """Train from ``state.step`` to the end of the epoch, the step budget, or a signal; ``state`` is updated."""
+    """Train from ``state.step`` to the end of the epoch, the step budget, or a signal; ``state`` is updated.
+
+    ``config.batch_size`` is the batch of all processes together: each takes its slice of every batch of the
+    same seeded order, so that N processes compute what one would, N times faster where the hardware allows.
+    """
     model.train()
     shuffle = torch.Generator().manual_seed(_seed(config.seed, state.epoch))
     order = torch.randperm(len(split), generator=shuffle)
@@ -324,26 +331,36 @@ def train_one_epoch(
 
     def flush() -> None:
         nonlocal loss_sum, correct
-        if not math.isfinite(float(loss_sum)):  # checked every 20 steps: reading it each step would stall a GPU
+        # Checked every 20 steps (reading the sums each step would stall a GPU), summed over the processes:
+        # a loss that diverges in one stops them all at the same step.
+        total_loss, total_correct = group.sum([float(loss_sum), float(correct)])
+        if not math.isfinite(total_loss):
             raise TrainingDiverged(
-                f"training diverged at epoch {state.epoch + 1}, step {state.step}: the loss is {float(loss_sum)}. "
+                f"training diverged at epoch {state.epoch + 1}, step {state.step}: the loss is {total_loss}. "
                 f"The last good checkpoint is kept; lower --lr (it was {config.lr:g}) and train again"
             )
-        state.loss_sum += float(loss_sum)
-        state.correct += int(correct)
+        state.loss_sum += total_loss
+        state.correct += int(total_correct)
         loss_sum, correct = loss_sum.zero_(), correct.zero_()
 
     start = time.perf_counter()
+    share = config.batch_size // group.world
     for images, labels in batches(split, config.batch_size, order, start=state.step, drop_last=True):
         global_step = state.epoch * steps_per_epoch + state.step
+        if group.any(bool(stop)) and not stop:  # a signal that reached another process stops this one too
+            stop.append(signal.SIGTERM)
         if global_step >= total_steps or stop:
             break
-        torch.manual_seed(_seed(config.seed, state.epoch, state.step, 1))  # dropout and augmentation of this step
+        if group.active:
+            mine = slice(group.rank * share, (group.rank + 1) * share)
+            images, labels = images[mine], labels[mine]
+        # Dropout and augmentation draws of this step, in this process.
+        torch.manual_seed(_seed(config.seed, state.epoch, state.step, 1 + group.rank))
         if config.augment != "none":
             crop, flip = "crop" in config.augment, "flip" in config.augment
             images = augment(images, pad if crop else 0, flip, torch.default_generator)
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(config, global_step, total_steps)
+        for param_group in optimizer.param_groups:
+            param_group["lr"] = lr_at(config, global_step, total_steps)
         x, y = normalize(images), labels.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.amp):
             outputs = model(x)
@@ -353,7 +370,7 @@ def train_one_epoch(
         optimizer.step()
         loss_sum += loss.detach() * len(y)
         correct += (outputs.argmax(1) == y).sum()
-        state.seen += len(y)
+        state.seen += len(y) * group.world
         state.step += 1
         if state.step % 20 == 0:
             flush()
@@ -465,6 +482,9 @@ def train(
     ``on_epoch(record, model)`` is called after each epoch with its metrics, e.g. to log them elsewhere.
     """
     registry = get_registry()
+    group = distributed.current()
+    if resume is None and out is not None and group.restarts and (Path(out) / runs.CONFIG).is_file():
+        resume = out  # torchrun --max-restarts started the processes again: continue where they stopped
     if resume is not None:
         path = Path(resume)
         saved = runs.open_run(path)
@@ -487,112 +507,137 @@ def train(
         ds = find_dataset(dataset, overrides.get("image_size"), overrides.get("grayscale"))
         config = resolve_config(arch, ds, recipe, **overrides)
         data_root = resolve_data_dir(data_dir)
-    device = pick_device(config.device)
-    data = load_splits(ds, data_root, config.val_split, config.seed, config.limit)
-    if len(data.train) == 0:
-        raise ZooError(f"no training images left after --val-split {config.val_split}; lower it")
-
-    torch.set_num_threads(config.threads)
-    torch.manual_seed(config.seed)  # the initial weights depend on the seed alone
-    model = arch.build(ds.shape, ds.num_classes).to(device).to(memory_format=torch.channels_last)
-    resuming = resume is not None and (Path(resume) / runs.LAST).is_file()
-    init_sha256 = _initialise(model, config.init, arch, ds) if config.init and not resuming else None
-    optimizer = _make_optimizer(config, model, device)
-    steps_per_epoch = max(1, len(data.train) // config.batch_size)
-    total_steps = min(config.epochs * steps_per_epoch, config.max_steps or sys.maxsize)
-    normalize = Normalizer(ds.mean, ds.std, device, channels_last=True)
-    history: list[dict[str, Any]] = []
-    state = EpochState(epoch=0)
-
-    if resume is not None and (path / runs.LAST).is_file():
-        history, state = _resume(path / runs.LAST, model, optimizer)
-        finished = state.epoch >= config.epochs or state.epoch * steps_per_epoch + state.step >= total_steps
-        if finished and (path / runs.SUMMARY).is_file():  # without it, the test split is still to be scored
-            raise RunComplete(
-                f"run {path} is complete ({len(history)} epochs); nothing to resume. "
-                f"Use it with `zoo eval {path}`, or start a new run with `zoo train`"
-            )
-        # metrics.jsonl follows the checkpoint: a kill between the two writes left it an epoch short.
-        write_text(path / runs.METRICS, "".join(json.dumps(h) + "\n" for h in history))
-    elif resume is not None:
-        print(f"zoo: run {path} has no checkpoint yet: starting it again in place", file=sys.stderr, flush=True)
-    else:
-        path = runs.create(Path(runs_dir) if runs_dir else None, Path(out) if out else None, f"{arch.name}-{ds.name}")
-        write_json(
-            path / runs.CONFIG,
-            {
-                "train": dataclasses.asdict(config),
-                "data_dir": str(data_dir) if data_dir else None,
-                "zoo_version": zoo.__version__,
-                "torch_version": torch.__version__,
-                "python_version": sys.version.split()[0],
-                "device": str(device),
-                "machine": describe_machine(config.threads),
-                "init_sha256": init_sha256,
-            },
+    if config.batch_size % group.world:
+        raise SettingError(
+            "batch_size",
+            f"{config.batch_size} does not split evenly over {group.world} processes; "
+            f"give a multiple of {group.world} (it is the batch of all processes together)",
         )
+    device = group.device(pick_device(config.device))
+    with distributed.process_group(group, device):
+        data = load_splits(ds, data_root, config.val_split, config.seed, config.limit)
+        if len(data.train) == 0:
+            raise ZooError(f"no training images left after --val-split {config.val_split}; lower it")
 
-    def save_last() -> None:
-        resume = {"history": history, "progress": dataclasses.asdict(state)}
-        card = new_card(arch, ds, config=dataclasses.asdict(config), epoch=len(history))
-        checkpoint.save(path / runs.LAST, model.state_dict(), card, resume=resume, optimizer=optimizer.state_dict())
+        torch.set_num_threads(config.threads)
+        torch.manual_seed(config.seed)  # the initial weights depend on the seed alone
+        model = arch.build(ds.shape, ds.num_classes).to(device).to(memory_format=torch.channels_last)
+        resuming = resume is not None and (Path(resume) / runs.LAST).is_file()
+        init_sha256 = _initialise(model, config.init, arch, ds) if config.init and not resuming else None
+        optimizer = _make_optimizer(config, model, device)
+        steps_per_epoch = max(1, len(data.train) // config.batch_size)
+        total_steps = min(config.epochs * steps_per_epoch, config.max_steps or sys.maxsize)
+        normalize = Normalizer(ds.mean, ds.std, device, channels_last=True)
+        history: list[dict[str, Any]] = []
+        state = EpochState(epoch=0)
 
-    reporter = _Reporter(progress, config.epochs, steps_per_epoch, config.batch_size)
-    best = max((h["val_acc"] for h in history if h["val_acc"] is not None), default=-1.0)
-    with _interrupts(f"continue from the last checkpoint with: zoo train --resume {path}") as stop:
-        while state.epoch < config.epochs and state.epoch * steps_per_epoch + state.step < total_steps:
-            reporter.start(state)
-            train_one_epoch(
-                model,
-                data.train,
-                normalize,
-                optimizer,
-                config,
-                state,
-                steps_per_epoch,
-                total_steps,
-                stop,
-                reporter.step,
-            )
-            if stop:
-                save_last()
-                raise TrainingInterrupted(
-                    f"stopped by {signal.Signals(stop[0]).name} at epoch {state.epoch + 1}, step {state.step}; "
-                    f"continue with: zoo train --resume {path}"
+        if resume is not None and (path / runs.LAST).is_file():
+            history, state = _resume(path / runs.LAST, model, optimizer)
+            finished = state.epoch >= config.epochs or state.epoch * steps_per_epoch + state.step >= total_steps
+            if finished and (path / runs.SUMMARY).is_file():  # without it, the test split is still to be scored
+                raise RunComplete(
+                    f"run {path} is complete ({len(history)} epochs); nothing to resume. "
+                    f"Use it with `zoo eval {path}`, or start a new run with `zoo train`"
                 )
-            val = evaluate(model, data.val, normalize) if len(data.val) else None
-            record = {
-                "epoch": state.epoch + 1,
-                "train_loss": state.loss_sum / max(1, state.seen),
-                "train_acc": state.correct / max(1, state.seen),
-                "val_loss": val.loss if val else None,
-                "val_acc": val.accuracy if val else None,
-                "lr": optimizer.param_groups[0]["lr"],
-                "seconds": state.seconds,
-                "images_per_s": state.seen / max(state.seconds, 1e-9),
-            }
-            history.append(record)
-            state = EpochState(epoch=state.epoch + 1)
-            if val is None or val.accuracy > best:  # the test split never takes part in choosing
-                best = val.accuracy if val else best
-                card = new_card(arch, ds, config=dataclasses.asdict(config), epoch=len(history), metrics=record)
-                checkpoint.save(path / runs.BEST, model.state_dict(), card)
-            save_last()
-            write_text(path / runs.METRICS, "".join(json.dumps(h) + "\n" for h in history))
-            reporter.end(record)
-            if on_epoch is not None:
-                on_epoch(record, model)
+            if group.main:  # metrics.jsonl follows the checkpoint: a kill between the writes left it an epoch short
+                write_text(path / runs.METRICS, "".join(json.dumps(h) + "\n" for h in history))
+        elif resume is not None:
+            if group.main:
+                print(f"zoo: run {path} has no checkpoint yet: starting it again in place", file=sys.stderr, flush=True)
+        elif not group.main:
+            path = group.broadcast(None)  # the directory rank 0 made
+        else:
+            path = runs.create(
+                Path(runs_dir) if runs_dir else None, Path(out) if out else None, f"{arch.name}-{ds.name}"
+            )
+            group.broadcast(path)
+            write_json(
+                path / runs.CONFIG,
+                {
+                    "train": dataclasses.asdict(config),
+                    "data_dir": str(data_dir) if data_dir else None,
+                    "zoo_version": zoo.__version__,
+                    "torch_version": torch.__version__,
+                    "python_version": sys.version.split()[0],
+                    "device": str(device),
+                    "machine": describe_machine(config.threads),
+                    "init_sha256": init_sha256,
+                },
+            )
 
-    best_weights = checkpoint.load(path / runs.BEST)
-    checkpoint.load_weights(model, best_weights.weights, path / runs.BEST)
-    test = evaluate(model, data.test, normalize)
-    result = RunResult(path, config, history, test, ds.classes)
-    write_text(path / "report.txt", report(test, ds.classes) + "\n")
-    plots.curves(history, path / "curves.png")
-    plots.confusion(test.confusion, ds.classes, path / "confusion.png")
-    plots.misses(data.test.images, test.labels, test.predictions, ds.classes, path / "misses.png")
-    write_json(path / runs.SUMMARY, result.summary())  # last: a run with a summary has all its files
-    return result
+        # Every process holds the whole model; DistributedDataParallel averages the gradients over them each step.
+        trained = torch.nn.parallel.DistributedDataParallel(model) if group.active else model
+
+        def save_last() -> None:
+            if not group.main:
+                return
+            resume = {"history": history, "progress": dataclasses.asdict(state)}
+            card = new_card(arch, ds, config=dataclasses.asdict(config), epoch=len(history))
+            checkpoint.save(path / runs.LAST, model.state_dict(), card, resume=resume, optimizer=optimizer.state_dict())
+
+        reporter = _Reporter(progress if group.main else "none", config.epochs, steps_per_epoch, config.batch_size)
+        best = max((h["val_acc"] for h in history if h["val_acc"] is not None), default=-1.0)
+        with _interrupts(f"continue from the last checkpoint with: zoo train --resume {path}") as stop:
+            while state.epoch < config.epochs and state.epoch * steps_per_epoch + state.step < total_steps:
+                reporter.start(state)
+                train_one_epoch(
+                    trained,
+                    data.train,
+                    normalize,
+                    optimizer,
+                    config,
+                    state,
+                    steps_per_epoch,
+                    total_steps,
+                    stop,
+                    reporter.step,
+                    group,
+                )
+                if stop:
+                    save_last()
+                    raise TrainingInterrupted(
+                        f"stopped by {signal.Signals(stop[0]).name} at epoch {state.epoch + 1}, step {state.step}; "
+                        f"continue with: zoo train --resume {path}"
+                    )
+                val = evaluate(model, data.val, normalize) if len(data.val) else None
+                record = {
+                    "epoch": state.epoch + 1,
+                    "train_loss": state.loss_sum / max(1, state.seen),
+                    "train_acc": state.correct / max(1, state.seen),
+                    "val_loss": val.loss if val else None,
+                    "val_acc": val.accuracy if val else None,
+                    "lr": optimizer.param_groups[0]["lr"],
+                    "seconds": state.seconds,
+                    "images_per_s": state.seen / max(state.seconds, 1e-9),
+                }
+                history.append(record)
+                state = EpochState(epoch=state.epoch + 1)
+                # Every process scores the same weights on the same images: all make the same choice.
+                if val is None or val.accuracy > best:  # the test split never takes part in choosing
+                    best = val.accuracy if val else best
+                    card = new_card(arch, ds, config=dataclasses.asdict(config), epoch=len(history), metrics=record)
+                    if group.main:
+                        checkpoint.save(path / runs.BEST, model.state_dict(), card)
+                save_last()
+                if group.main:
+                    write_text(path / runs.METRICS, "".join(json.dumps(h) + "\n" for h in history))
+                    reporter.end(record)
+                    if on_epoch is not None:
+                        on_epoch(record, model)
+
+        group.barrier()  # rank 0 has written the best checkpoint
+        best_weights = checkpoint.load(path / runs.BEST)
+        checkpoint.load_weights(model, best_weights.weights, path / runs.BEST)
+        test = evaluate(model, data.test, normalize)
+        result = RunResult(path, config, history, test, ds.classes)
+        if not group.main:
+            return result
+        write_text(path / "report.txt", report(test, ds.classes) + "\n")
+        plots.curves(history, path / "curves.png")
+        plots.confusion(test.confusion, ds.classes, path / "confusion.png")
+        plots.misses(data.test.images, test.labels, test.predictions, ds.classes, path / "misses.png")
+        write_json(path / runs.SUMMARY, result.summary())  # last: a run with a summary has all its files
+        return result
 
 
 def _resume(
