@@ -58,7 +58,9 @@ def main() -> None:
     overrides = {k: type(getattr(zoo.Recipe(), k))(v) for k, v in (s.split("=") for s in args.set)}
     for arch in args.archs:
         recipe = zoo.get_registry().architecture(arch).default_recipe
-        tutorial_epoch = TUTORIAL_TRAIN_IMAGES[arch] / tutorial_images_per_s(arch, args.data_dir, batches=500)
+        mnist = zoo.get_registry().dataset("mnist")
+        split = mnist.load("train", Path(args.data_dir), download=False)
+        tutorial_epoch = TUTORIAL_TRAIN_IMAGES[arch] / tutorial_images_per_s(arch, split, mnist, batches=500)
         print(f"\n{arch}: default recipe {recipe.describe()} {overrides or ''}")
         print(f"tutorial loop: {tutorial_epoch:.0f} s per epoch (same run)")
         for seed in args.seeds:
