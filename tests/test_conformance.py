@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,8 +13,10 @@ from click.testing import CliRunner
 from conftest import FakeDist
 
 from zoo.cli import cli
+from zoo.errors import ZooError
 from zoo.loader import load_registry
-from zoo.testing import assert_conforms, check
+from zoo.registry import Architecture
+from zoo.testing import assert_conforms, cases, check
 
 REGISTRY = load_registry()
 
@@ -62,7 +66,7 @@ def test_a_broken_architecture_is_reported_with_the_fix(fake_dist: FakeDist) -> 
     result = CliRunner().invoke(cli, ["check", "zoo-bad-nets"])
     assert result.exit_code == 1
     assert "FAIL  architecture frozen: ten training steps on a fixed batch lower the loss" in result.output
-    assert result.output.rstrip().endswith("failed") and " 0 failed" not in result.output
+    assert " 0 failed" not in result.output.splitlines()[-1]
 
 
 def test_a_colliding_plugin_fails_the_kit(fake_dist: FakeDist) -> None:
@@ -78,6 +82,207 @@ def test_a_colliding_plugin_fails_the_kit(fake_dist: FakeDist) -> None:
     assert not names.ok and "zoo-classifiers 0.1.0 already provides it" in names.detail
 
 
+BAD_FORMATS = """
+import json
+
+import numpy as np
+import torch
+import zoo
+
+
+def write_junk(model, example, meta, path, opset):
+    path.write_bytes(b"not a model")
+
+
+def run_junk(path):
+    return (lambda x: np.zeros((len(x), 10), dtype=np.float32)), {}
+
+
+def write_fuzzy(model, example, meta, path, opset):
+    torch.save({"model": model, "meta": meta}, path)
+
+
+def run_fuzzy(path):
+    saved = torch.load(path, weights_only=False)
+    def run(x):
+        with torch.no_grad():
+            return saved["model"](torch.from_numpy(x)).numpy() * (1 + 1e-4)  # about 840 float32 rounding steps
+    return run, saved["meta"]
+
+
+@zoo.hookimpl
+def register_exporters(register):
+    register(zoo.Exporter(name="junk", suffix=".junk", writer=write_junk, runner=run_junk, summary="broken"))
+    register(zoo.Exporter(name="fuzzy", suffix=".fuzzy", writer=write_fuzzy, runner=run_fuzzy, summary="imprecise"))
+"""
+
+
+def test_a_plugin_of_export_formats_is_proved_on_built_in_architectures(fake_dist: FakeDist) -> None:
+    fake_dist("zoo-bad-formats", BAD_FORMATS)
+    findings = check("zoo-bad-formats")
+    junk = [f for f in findings if f.subject == "export format junk"]
+    assert [f.check for f in junk] == [
+        "round trip of untrained mnist_cnn6_16 with parity",
+        "round trip of untrained lenet_bn with parity",
+    ]
+    assert all(f.status == "failed" and "runner does not give back the metadata" in f.detail for f in junk)
+    assert all(tempfile.gettempdir() not in f.detail and "manifest.json" not in f.detail for f in junk)
+    assert "fix the writer" not in junk[0].detail and "the runner must load what the writer wrote" in junk[0].detail
+
+    # A tolerance miss says how far off, and how to allow more; not how to write forward.
+    fuzzy = next(f for f in findings if f.subject == "export format fuzzy")
+    assert fuzzy.status == "failed" and "float32 rounding steps, 128 allowed" in fuzzy.detail
+    assert "--ulps fuzzy=N" in fuzzy.detail and "data-dependent" not in fuzzy.detail
+    loose = check("zoo-bad-formats", tolerances={"fuzzy": 5000})
+    assert all(f.status == "passed" for f in loose if f.subject == "export format fuzzy")
+
+    result = CliRunner().invoke(cli, ["check", "zoo-bad-formats"])
+    assert result.exit_code == 1 and result.output.splitlines()[-1] == "2 passed, 4 failed, 0 skipped"
+    loose_cli = CliRunner().invoke(cli, ["check", "zoo-bad-formats", "--ulps", "fuzzy=5000"])
+    assert loose_cli.output.splitlines()[-1] == "4 passed, 2 failed, 0 skipped"
+    bad = CliRunner().invoke(cli, ["check", "zoo-bad-formats", "--ulps", "fuzzy"])
+    assert bad.exit_code == 1 and "--ulps takes FORMAT=N" in bad.stderr
+    with pytest.raises(ZooError, match="unknown export format 'fuzy'"):
+        check("zoo-bad-formats", tolerances={"fuzy": 1})
+
+
+DEAD_NETS = """
+import zoo
+from torch import nn
+
+
+class Dead(nn.Module):
+    def __init__(self, input_shape=(1, 28, 28), num_classes=10):
+        super().__init__()
+        c, h, w = input_shape
+        self.linear = nn.Linear(c * h * w, num_classes)
+        self.unused = nn.Linear(c * h * w, num_classes)  # built, never called
+
+    def forward(self, x):
+        return self.linear(x.flatten(1))
+
+
+def broken(input_shape=(1, 28, 28), num_classes=10):
+    raise TypeError("builder() got an unexpected keyword argument 'num_classes'")
+
+
+@zoo.hookimpl
+def register_architectures(register):
+    register(zoo.Architecture(name="dead", builder=Dead, summary="a layer forward never uses"))
+    register(zoo.Architecture(name="broken", builder=broken, summary="does not build"))
+"""
+
+
+def test_parameters_without_gradients_are_named(fake_dist: FakeDist) -> None:
+    fake_dist("zoo-dead-nets", DEAD_NETS)
+    findings = {f.check: f for f in check("dead")}
+    assert findings["ten training steps on a fixed batch lower the loss"].status == "passed"
+    gradients = findings["every parameter gets a finite, nonzero gradient"]
+    assert gradients.status == "failed" and "no finite, nonzero gradient reaches unused.weight, unused.bias" in (
+        gradients.detail
+    )
+    assert "linear.weight" not in gradients.detail
+
+
+def test_one_root_cause_fails_once(fake_dist: FakeDist) -> None:
+    fake_dist("zoo-dead-nets", DEAD_NETS)
+    findings = check("broken")
+    failed = [f for f in findings if f.status == "failed"]
+    assert [f.check for f in failed] == ["builds (1x28x28, 10 classes)"]
+    assert "TypeError: builder() got an unexpected keyword argument" in failed[0].detail
+    skipped = [f for f in findings if f.status == "skipped"]
+    assert len(skipped) >= 10 and {f.detail for f in skipped} == {"not run: builds (1x28x28, 10 classes) failed"}
+    assert "exports to onnx with parity" in {f.check for f in skipped}
+
+
+MISSING_DATA = """
+import torch
+import zoo
+
+
+def absent(split, root, download):
+    raise zoo.DatasetNotFound(f"put the files in {root}")
+
+
+def floats(split, root, download):
+    return torch.rand(4, 1, 8, 8), torch.zeros(4, dtype=torch.long)
+
+
+def typo(split, root, download):
+    return torch.zeros(4, 1, 8, 8, dtype=torch.uint8), torch.zeros(4).lng()
+
+
+@zoo.hookimpl
+def register_datasets(register):
+    for name, loader in (("absent", absent), ("floats", floats), ("typo", typo)):
+        register(zoo.Dataset(name=name, loader=loader, summary="", classes=("a", "b"), shape=(1, 8, 8),
+                             mean=(0.5,), std=(0.5,), train_size=4, test_size=4))
+"""
+
+
+def test_skipped_checks_are_counted_apart_and_fail_when_strict(fake_dist: FakeDist) -> None:
+    fake_dist("zoo-missing-data", MISSING_DATA)
+    findings = {f.check: f for f in check("absent")}
+    assert findings["test split loads"].status == "skipped" and "files not here" in findings["test split loads"].detail
+    assert findings["test split size matches test_size"].detail == "not run: test split loads skipped"
+    assert_conforms("absent")
+    with pytest.raises(AssertionError, match="2 passed, 0 failed, 2 skipped"):
+        assert_conforms("absent", strict=True)
+
+    result = CliRunner().invoke(cli, ["check", "absent"])
+    assert result.exit_code == 0 and result.output.splitlines()[-1] == "2 passed, 0 failed, 2 skipped"
+    assert "skip  data set absent: test split loads — files not here (put the files in" in result.output
+    strict = CliRunner().invoke(cli, ["check", "absent", "--strict"])
+    assert strict.exit_code == 1 and "FAIL  data set absent: test split loads" in strict.output
+
+
+def test_a_loader_that_raises_anything_else_fails(fake_dist: FakeDist) -> None:
+    fake_dist("zoo-missing-data", MISSING_DATA)
+    floats = next(f for f in check("floats") if f.check == "test split loads")
+    assert floats.status == "failed" and "loader returned torch.float32 images" in floats.detail
+    typo = next(f for f in check("typo") if f.check == "test split loads")
+    assert typo.status == "failed" and typo.detail.startswith("AttributeError:") and "fix the loader" in typo.detail
+
+
+def test_cases_are_lazy_and_separate_pytest_items(
+    fake_dist: FakeDist, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site = fake_dist("zoo-bad-nets", BAD_NETS)
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise AssertionError("collecting the cases built a model")
+
+    with monkeypatch.context() as m:
+        m.setattr(Architecture, "build", boom)
+        found = cases("zoo-bad-nets")
+    assert "architecture frozen: ten training steps on a fixed batch lower the loss" in map(str, found)
+
+    (tmp_path / "test_kit.py").write_text(
+        "import pytest\nfrom zoo import testing\n\n\n"
+        '@pytest.mark.parametrize("case", testing.cases("zoo-bad-nets"), ids=str)\n'
+        "def test_conforms(case):\n    case.assert_passes()\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), *sys.path])}
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "-k", "frozen", "test_kit.py"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        check=False,
+    )
+    lines = run.stdout.splitlines()
+    outcomes = dict(line.rsplit("] ", 1) for line in lines if line.startswith("test_kit.py::test_conforms["))
+    outcomes = {
+        item.removeprefix("test_kit.py::test_conforms[architecture frozen: "): result.split()[0]
+        for item, result in outcomes.items()
+    }
+    assert outcomes["metadata"] == "PASSED" and outcomes["exports to onnx with parity"] == "PASSED"
+    assert outcomes["ten training steps on a fixed batch lower the loss"] == "FAILED"
+    assert outcomes["every parameter gets a finite, nonzero gradient"] == "FAILED"
+    assert len(outcomes) == 16 and run.returncode == 1 and "2 failed, 14 passed" in lines[-1]
+
+
 @pytest.mark.slow
 def test_the_scaffold_installs_and_passes_its_own_tests(tmp_path: Path) -> None:
     root = tmp_path / "zoo-scaffolded"
@@ -86,10 +291,15 @@ def test_the_scaffold_installs_and_passes_its_own_tests(tmp_path: Path) -> None:
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     subprocess.run([*pip, "install", "--no-build-isolation", "--no-deps", str(root)], check=True, capture_output=True)
     try:
-        tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(root / "tests")],
-                               capture_output=True, text=True, cwd=root, check=False)  # fmt: skip
+        tests = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(root / "tests")],
+            capture_output=True,
+            text=True,
+            cwd=root,
+            check=False,
+        )
         assert tests.returncode == 0, tests.stdout + tests.stderr
-        assert "1 passed" in tests.stdout
+        assert " passed" in tests.stdout and "failed" not in tests.stdout
     finally:
         subprocess.run([*pip, "uninstall", "-y", "zoo-scaffolded"], check=True, capture_output=True)
     again = CliRunner().invoke(cli, ["new-plugin", "scaffolded", "--dir", str(root)])

@@ -562,16 +562,30 @@ def publish(run: str, tag: str | None, out: str, url: str, default: bool, data_d
 @cli.command()
 @click.argument("name")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Where data sets are stored.")
+@click.option("--strict", is_flag=True, help="Fail on skipped checks too (a data set whose files are not here).")
+@click.option(
+    "--ulps",
+    "tolerances",
+    metavar="FORMAT=N",
+    multiple=True,
+    help=f"Float32 rounding steps a format's outputs may differ by [default: {DEFAULT_ULPS:g}]; repeatable.",
+)
 @click.pass_context
-def check(ctx: click.Context, name: str, data_dir: str | None) -> None:
+def check(ctx: click.Context, name: str, data_dir: str | None, strict: bool, tolerances: tuple[str, ...]) -> None:
     """Run the conformance kit on a plugin (distribution or entry-point name), an architecture or a data set."""
+    allowed = {}
+    for item in tolerances:
+        fmt, _, steps = item.partition("=")
+        if not fmt or not steps.replace(".", "", 1).isdigit():  # a plain number >= 0
+            raise ZooError(f"--ulps takes FORMAT=N with N >= 0, such as --ulps onnx=256; got {item!r}")
+        allowed[fmt] = float(steps)
     _load_torch()
     from zoo.testing import check as run_checks
     from zoo.testing import report
 
-    findings = run_checks(name, data_dir)
-    click.echo(report(findings))
-    if not all(f.ok for f in findings):
+    findings = run_checks(name, data_dir, tolerances=allowed)
+    click.echo(report(findings, strict))
+    if any(f.status == "failed" or (strict and f.status == "skipped") for f in findings):
         ctx.exit(1)
 
 

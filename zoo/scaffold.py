@@ -104,13 +104,16 @@ class Net(nn.Module):
 '''
 
 TEST = '''\
-"""zoo's conformance kit: metadata, shapes, a training step that learns, and parity of every export format."""
+"""zoo's conformance kit, one test per check: metadata, shapes, gradients, learning, parity of every export format."""
 
-from zoo.testing import assert_conforms
+import pytest
+
+from zoo import testing
 
 
-def test_plugin_conforms() -> None:
-    assert_conforms("zoo-{name}")
+@pytest.mark.parametrize("case", testing.cases("zoo-{name}"), ids=str)
+def test_conforms(case: testing.Case) -> None:
+    case.assert_passes()
 '''
 
 README = """\

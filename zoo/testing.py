@@ -1,110 +1,212 @@
-"""The conformance kit: checks that a plugin's architectures, data sets and formats work with zoo.
+"""The conformance kit: checks that a plugin's architectures, data sets and export formats work with zoo.
 
-Use it from a plugin's own tests::
+Use it from a plugin's own tests, one pytest item per check::
 
-    from zoo.testing import assert_conforms
+    import pytest
+    from zoo import testing
 
-    def test_my_plugin():
-        assert_conforms("zoo-mynets")      # a distribution, entry point, architecture or data set name
+    @pytest.mark.parametrize("case", testing.cases("zoo-mynets"), ids=str)
+    def test_conforms(case: testing.Case) -> None:
+        case.assert_passes()
 
-or from the command line: ``zoo check zoo-mynets``.
+or all at once with ``testing.assert_conforms("zoo-mynets")``, or from the command line: ``zoo check zoo-mynets``.
+A name is a distribution, an entry point, an architecture or a data set.
 """
 
 from __future__ import annotations
 
+import math
+import re
 import tempfile
-from collections.abc import Callable
+import unittest
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Literal
 
-from zoo.errors import ZooError
+from zoo.errors import DatasetNotFound, SettingError
 from zoo.loader import get_registry
-from zoo.registry import Architecture, Dataset, Registry, format_shape
+from zoo.registry import DEFAULT_ULPS, Architecture, Dataset, Exporter, Registry, Shape, format_shape
 
-__all__ = ["Finding", "assert_conforms", "check", "check_architecture", "check_dataset", "report"]
+__all__ = [
+    "REFERENCE_ARCHITECTURES",
+    "Case",
+    "Finding",
+    "assert_conforms",
+    "cases",
+    "check",
+    "check_architecture",
+    "check_dataset",
+    "report",
+]
+
+Status = Literal["passed", "failed", "skipped"]
+
+REFERENCE_ARCHITECTURES = ("mnist_cnn6_16", "lenet_bn")
+"""Built-in architectures a plugin's export formats are proved on: convolutions, pooling, linear layers, batch norm."""
 
 
 @dataclass(frozen=True)
 class Finding:
     subject: str
     check: str
-    ok: bool
+    status: Status
     detail: str = ""
-    """What went wrong and how to fix it; empty when the check passed."""
+    """What went wrong and how to fix it, or why the check was skipped; empty when it passed."""
+
+    @property
+    def ok(self) -> bool:
+        """Not failed (a skipped check is ok unless the kit runs strict)."""
+        return self.status != "failed"
 
 
-def _guard(subject: str, name: str, fix: str, test: Callable[[], object]) -> Finding:
-    """Run ``test()``; a False result or an exception fails the check with ``fix`` as the advice."""
-    try:
-        result = test()
-    except Exception as exc:
-        return Finding(subject, name, False, f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}; {fix}")
-    if result is False:
-        return Finding(subject, name, False, fix)
-    return Finding(subject, name, True)
+class _Skip(Exception):
+    """The check cannot run here (its message says why); not a failure."""
 
 
-def check_architecture(arch: Architecture, registry: Registry | None = None) -> list[Finding]:
-    """Metadata, recipes, a model for every data set, output shapes, a training step that learns, every export."""
+class _Fail(Exception):
+    """The check failed; its message is the whole explanation, advice included."""
+
+
+def _oneline(exc: BaseException, limit: int = 300) -> str:
+    return " ".join(str(exc).split())[:limit]
+
+
+class Case:
+    """One check, run on first use and remembered: one pytest item each (see :func:`cases`).
+
+    ``needs`` are the checks it builds on: when one of them did not pass, this one is skipped rather than
+    failing again for the same reason.
+    """
+
+    def __init__(
+        self, subject: str, check: str, fix: str, test: Callable[[], object], needs: Sequence[Case] = ()
+    ) -> None:
+        self.subject, self.check, self.fix, self.test, self.needs = subject, check, fix, test, tuple(needs)
+        self._finding: Finding | None = None
+
+    def __str__(self) -> str:
+        return f"{self.subject}: {self.check}"
+
+    def __repr__(self) -> str:
+        return f"<Case {self}>"
+
+    def run(self) -> Finding:
+        if self._finding is None:
+            blocked = next((n for n in self.needs if n.run().status != "passed"), None)
+            if blocked is not None:
+                self._finding = self._found("skipped", f"not run: {blocked.check} {blocked.run().status}")
+            else:
+                self._finding = self._run()
+        return self._finding
+
+    def _found(self, status: Status, detail: str = "") -> Finding:
+        return Finding(self.subject, self.check, status, detail)
+
+    def _run(self) -> Finding:
+        """Run ``test``: False or an exception fails the check, with ``fix`` as the advice."""
+        try:
+            result = self.test()
+        except _Skip as exc:
+            return self._found("skipped", str(exc))
+        except _Fail as exc:
+            return self._found("failed", str(exc))
+        except Exception as exc:
+            return self._found("failed", f"{type(exc).__name__}: {_oneline(exc)}; {self.fix}")
+        return self._found("failed", self.fix) if result is False else self._found("passed")
+
+    def assert_passes(self, strict: bool = False) -> None:
+        """Raise AssertionError if the check failed (or, with ``strict``, was skipped); skip a test if skipped."""
+        finding = self.run()
+        if finding.status == "failed" or (strict and finding.status == "skipped"):
+            raise AssertionError(f"{self}: {finding.status}: {finding.detail}")
+        if finding.status == "skipped":
+            raise unittest.SkipTest(finding.detail)  # pytest reports it as skipped
+
+
+def _always(result: bool) -> Callable[[], bool]:
+    """A check whose outcome is already known (the plugin's loading, done by the registry)."""
+    return lambda: result
+
+
+def _forward(arch: Architecture, shape: Shape, classes: int) -> None:
     import torch
 
-    from zoo.exporting import export
-    from zoo.training import resolve_config
+    model = arch.build(shape, classes).eval()
+    with torch.no_grad():
+        out = model(torch.rand(2, *shape))
+    if tuple(out.shape) != (2, classes):
+        raise ValueError(f"output shape {tuple(out.shape)}, expected (2, {classes})")
 
-    registry = registry or get_registry()
-    subject = f"architecture {arch.name}"
-    findings = [
-        _guard(subject, "metadata", "give a summary, a C×H×W input_shape and num_classes >= 2",
-               lambda: bool(arch.summary) and len(arch.input_shape) == 3 and min(arch.input_shape) > 0
-               and arch.num_classes >= 2),
-    ]  # fmt: skip
-    for label, recipe in (("default", arch.default_recipe), ("tutorial", arch.tutorial_recipe)):
-        if recipe is not None:
-            findings.append(_guard(
-                subject, f"{label} recipe", "fix the Recipe's values (see the error)",
-                partial(resolve_config, arch, _any_dataset(registry, arch), label),
-            ))  # fmt: skip
 
-    def forward(shape: tuple[int, int, int], classes: int) -> bool:
-        model = arch.build(shape, classes).eval()
-        with torch.no_grad():
-            out = model(torch.rand(2, *shape))
-        if tuple(out.shape) != (2, classes):
-            raise ValueError(f"output shape {tuple(out.shape)}, expected (2, {classes})")
-        return True
+def _gradients(arch: Architecture) -> None:
+    import torch
 
-    targets = [(f"builds for {ds.name}", ds.shape, ds.num_classes) for ds in registry.datasets.values()]
-    targets.append(("honours num_classes", arch.input_shape, 3))
-    for label, shape, classes in targets:
-        findings.append(_guard(subject, f"{label} ({format_shape(shape)}, {classes} classes)",
-                               "the builder must honour input_shape and num_classes",
-                               partial(forward, shape, classes)))  # fmt: skip
+    torch.manual_seed(0)
+    model = arch.build()
+    x, y = torch.randn(8, *arch.input_shape), torch.arange(8) % arch.num_classes
+    torch.nn.functional.cross_entropy(model(x), y).backward()  # type: ignore[no-untyped-call]
+    dead = [
+        name
+        for name, p in model.named_parameters()
+        if p.requires_grad and (p.grad is None or not bool(torch.isfinite(p.grad).all()) or not bool(p.grad.any()))
+    ]
+    if dead:
+        shown = ", ".join(dead[:6]) + (f" and {len(dead) - 6} more" if len(dead) > 6 else "")
+        raise _Fail(
+            f"no finite, nonzero gradient reaches {shown}; check that forward uses every layer, "
+            f"does not detach, and that nothing divides by zero"
+        )
 
-    def learns() -> bool:
-        torch.manual_seed(0)
-        model = arch.build()
-        x, y = torch.randn(16, *arch.input_shape), torch.randint(0, arch.num_classes, (16,))
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-        losses = []
-        for _ in range(10):
-            loss = torch.nn.functional.cross_entropy(model(x), y)
-            optimizer.zero_grad()
-            loss.backward()  # type: ignore[no-untyped-call]
-            optimizer.step()
-            losses.append(loss.item())
-        return losses[-1] < losses[0]
 
-    findings.append(_guard(subject, "ten training steps on a fixed batch lower the loss",
-                           "check that forward uses every layer and returns scores, not argmax", learns))  # fmt: skip
+def _learns(arch: Architecture) -> bool:
+    import torch
+
+    torch.manual_seed(0)
+    model = arch.build()
+    x, y = torch.randn(16, *arch.input_shape), torch.randint(0, arch.num_classes, (16,))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(10):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()  # type: ignore[no-untyped-call]
+        optimizer.step()
+        losses.append(loss.item())
+    return losses[-1] < losses[0]
+
+
+def _parity(arch: str, exporter: Exporter, ulps: float, fix: str) -> None:
+    """Export a fresh ``arch`` (seed 0) to ``exporter``'s format, the way `zoo export` does, in a temporary folder."""
+    from zoo.exporting import ExportError, export
+
     with tempfile.TemporaryDirectory() as out:
-        for fmt in registry.exporters:
-            findings.append(_guard(
-                subject, f"exports to {fmt} with parity",
-                "avoid data-dependent control flow and in-place changes to the input in forward",
-                partial(export, arch.name, [fmt], untrained=True, out=Path(out) / fmt),
-            ))  # fmt: skip
-    return findings
+        try:
+            export(arch, [exporter.name], untrained=True, out=out, ulps=ulps)
+        except Exception as exc:
+            failed = (
+                [c for c in exc.result.checks if not c.passed] if isinstance(exc, ExportError) and exc.result else []
+            )
+            worst = max((c.ulps for c in failed), default=math.inf)
+            if failed and math.isfinite(worst):  # it ran, and its outputs are off: say by how much
+                if exporter.exact:
+                    raise _Fail(
+                        f"outputs differ from the model's by up to {worst:.3g} float32 rounding steps; "
+                        f"{exporter.name} is declared exact, so they must be bit-identical"
+                    ) from None
+                raise _Fail(
+                    f"outputs differ from the model's by up to {worst:.3g} float32 rounding steps, "
+                    f"{ulps:g} allowed; if that is the format's precision, allow more with "
+                    f"`zoo check --ulps {exporter.name}=N` (tolerances={{{exporter.name!r}: N}})"
+                ) from None
+            # The folder is gone when the user reads this: name no file in it.
+            text = re.sub(r" \(see [^)]*manifest\.json\)", "", " ".join(str(exc).split())).replace(out, "<tmp>")
+            if isinstance(exc, ExportError):
+                text = text.removeprefix("not equivalent, so not written: ")
+            else:
+                text = f"{type(exc).__name__}: {text}"
+            raise _Fail(f"{text[:300]}; {fix}") from None
 
 
 def _any_dataset(registry: Registry, arch: Architecture) -> Dataset:
@@ -114,68 +216,215 @@ def _any_dataset(registry: Registry, arch: Architecture) -> Dataset:
     return next(iter(registry.datasets.values()))
 
 
-def check_dataset(ds: Dataset, data_dir: str | Path | None = None) -> list[Finding]:
-    """Metadata, and, where the files are at hand (or generated), the test split's shape, type and labels."""
+def _architecture_cases(arch: Architecture, registry: Registry, tolerances: Mapping[str, float]) -> list[Case]:
+    from zoo.training import resolve_config
+
+    case = partial(Case, f"architecture {arch.name}")
+    found = [
+        case(
+            "metadata",
+            "give a summary, a C×H×W input_shape and num_classes >= 2",
+            lambda: (
+                bool(arch.summary)
+                and len(arch.input_shape) == 3
+                and min(arch.input_shape) > 0
+                and arch.num_classes >= 2
+            ),
+        ),
+    ]
+    for label, recipe in (("default", arch.default_recipe), ("tutorial", arch.tutorial_recipe)):
+        if recipe is not None:
+            found.append(
+                case(
+                    f"{label} recipe",
+                    "fix the Recipe's values (see the error)",
+                    partial(resolve_config, arch, _any_dataset(registry, arch), label),
+                )
+            )
+    shape_fix = "the builder must honour input_shape and num_classes"
+    builds = case(
+        f"builds ({format_shape(arch.input_shape)}, {arch.num_classes} classes)",
+        "the builder must return an nn.Module mapping N×C×H×W images to N×num_classes scores",
+        partial(_forward, arch, arch.input_shape, arch.num_classes),
+    )
+    found.append(builds)
+    targets = [(f"builds for {ds.name}", ds.shape, ds.num_classes) for ds in registry.datasets.values()]
+    targets.append(("honours num_classes", arch.input_shape, 3))
+    for label, shape, classes in targets:
+        found.append(
+            case(
+                f"{label} ({format_shape(shape)}, {classes} classes)",
+                shape_fix,
+                partial(_forward, arch, shape, classes),
+                needs=[builds],
+            )
+        )
+    found.append(
+        case(
+            "every parameter gets a finite, nonzero gradient",
+            "check forward and the builder",
+            partial(_gradients, arch),
+            needs=[builds],
+        )
+    )
+    found.append(
+        case(
+            "ten training steps on a fixed batch lower the loss",
+            "check that forward uses every layer and returns scores, not argmax",
+            partial(_learns, arch),
+            needs=[builds],
+        )
+    )
+    trace_fix = "avoid data-dependent control flow and in-place changes to the input in forward"
+    for fmt, exporter in registry.exporters.items():
+        ulps = tolerances.get(fmt, DEFAULT_ULPS)
+        found.append(
+            case(
+                f"exports to {fmt} with parity",
+                trace_fix,
+                partial(_parity, arch.name, exporter, ulps, trace_fix),
+                needs=[builds],
+            )
+        )
+    return found
+
+
+def _exporter_cases(exporter: Exporter, registry: Registry, tolerances: Mapping[str, float]) -> list[Case]:
+    fix = "the runner must load what the writer wrote and give back the model's scores and the metadata it was given"
+    ulps = tolerances.get(exporter.name, DEFAULT_ULPS)
+    return [
+        Case(
+            f"export format {exporter.name}",
+            f"round trip of untrained {name} with parity",
+            fix,
+            partial(_parity, name, exporter, ulps, fix),
+        )
+        for name in REFERENCE_ARCHITECTURES
+        if name in registry.architectures
+    ]
+
+
+def _dataset_cases(ds: Dataset, data_dir: str | Path | None) -> list[Case]:
     from zoo.data import resolve_data_dir
 
-    subject = f"data set {ds.name}"
-    findings = [
-        _guard(subject, "normalisation", "give one mean in [0, 1] and one std > 0 per channel",
-               lambda: all(0 <= m <= 1 for m in ds.mean) and all(s > 0 for s in ds.std)),
-        _guard(subject, "split sizes", "train_size and test_size must be positive",
-               lambda: ds.train_size > 0 and ds.test_size > 0),
-    ]  # fmt: skip
-    try:
-        images, labels = ds.load("test", resolve_data_dir(data_dir), download=False)
-    except ZooError as exc:
-        findings.append(Finding(subject, "test split loads", True, f"skipped: files not here ({exc})"))
-        return findings
-    except Exception as exc:
-        findings.append(Finding(subject, "test split loads", False, f"{type(exc).__name__}: {exc}; fix the loader"))
-        return findings
-    findings.append(_guard(subject, "labels are class indices", f"labels must lie in 0..{ds.num_classes - 1}",
-                           lambda: int(labels.min()) >= 0 and int(labels.max()) < ds.num_classes))  # fmt: skip
-    findings.append(_guard(subject, "test split size matches test_size", "correct test_size or the loader",
-                           lambda: len(images) == ds.test_size))  # fmt: skip
-    return findings
+    loaded = []  # the test split's images, for the checks after it
+
+    def load() -> None:
+        try:
+            loaded.append(ds.load("test", resolve_data_dir(data_dir), download=False)[0])
+        except DatasetNotFound as exc:  # only the files' absence is not the plugin's fault
+            raise _Skip(f"files not here ({_oneline(exc)})") from None
+
+    case = partial(Case, f"data set {ds.name}")
+    loads = case("test split loads", "fix the loader: it returns uint8 images N×C×H×W and int64 labels", load)
+    return [
+        case(
+            "normalisation",
+            "give one mean in [0, 1] and one std > 0 per channel",
+            lambda: all(0 <= m <= 1 for m in ds.mean) and all(s > 0 for s in ds.std),
+        ),
+        case(
+            "split sizes", "train_size and test_size must be positive", lambda: ds.train_size > 0 and ds.test_size > 0
+        ),
+        loads,
+        case(
+            "test split size matches test_size",
+            "correct test_size or the loader",
+            lambda: len(loaded[0]) == ds.test_size,
+            needs=[loads],
+        ),
+    ]
 
 
-def check(name: str, data_dir: str | Path | None = None) -> list[Finding]:
-    """Check a plugin (distribution or entry-point name: all it provides) or one architecture or data set."""
+def _tolerances(registry: Registry, tolerances: Mapping[str, float] | None) -> dict[str, float]:
+    """``tolerances`` by each format's own name, checked."""
+    checked = {}
+    for name, ulps in (tolerances or {}).items():
+        if not (isinstance(ulps, (int, float)) and ulps >= 0):
+            raise SettingError("tolerances", f"must map format names to float32 rounding steps >= 0, got {ulps!r}")
+        checked[registry.exporter(name).name] = float(ulps)
+    return checked
+
+
+def cases(
+    name: str, data_dir: str | Path | None = None, *, tolerances: Mapping[str, float] | None = None
+) -> list[Case]:
+    """The checks on a plugin (distribution or entry-point name: all it provides) or one architecture or data set.
+
+    Nothing heavy runs until a case is run, so a test module can parametrize over them at collection.
+    ``tolerances`` allows a float32 format more rounding steps than the default (``{"onnx": 256}``).
+    """
     registry = get_registry()
+    allowed = _tolerances(registry, tolerances)
     plugins = [p for p in registry.plugins if name.lower() in (p.distribution.lower(), p.name.lower())]
-    if plugins:
-        findings = []
-        for plugin in plugins:
-            subject = f"plugin {plugin.name} ({plugin.label})"
-            findings.append(Finding(subject, "loads", plugin.status == "loaded",
-                                    f"{plugin.error or plugin.status}; fix the module or its entry point"))  # fmt: skip
-            findings.append(Finding(subject, "names are its own", not plugin.conflicts, "; ".join(plugin.conflicts)))
-            for provided in plugin.provides:
-                kind, _, provided_name = provided.rpartition(" ")
-                if kind == "architecture":
-                    findings += check_architecture(registry.architectures[provided_name], registry)
-                elif kind == "data set":
-                    findings += check_dataset(registry.datasets[provided_name], data_dir)
-        return findings
-    item = registry.lookup(name)
-    return check_architecture(item, registry) if isinstance(item, Architecture) else check_dataset(item, data_dir)
+    if not plugins:
+        item = registry.lookup(name)
+        if isinstance(item, Architecture):
+            return _architecture_cases(item, registry, allowed)
+        return _dataset_cases(item, data_dir)
+    found = []
+    for plugin in plugins:
+        case = partial(Case, f"plugin {plugin.name} ({plugin.label})")
+        found.append(
+            case(
+                "loads",
+                f"{plugin.error or plugin.status}; fix the module or its entry point",
+                _always(plugin.status == "loaded"),
+            )
+        )
+        found.append(case("names are its own", "; ".join(plugin.conflicts), _always(not plugin.conflicts)))
+        for provided in plugin.provides:
+            kind, _, provided_name = provided.rpartition(" ")
+            if kind == "architecture":
+                found += _architecture_cases(registry.architectures[provided_name], registry, allowed)
+            elif kind == "data set":
+                found += _dataset_cases(registry.datasets[provided_name], data_dir)
+            elif kind == "export format":
+                found += _exporter_cases(registry.exporters[provided_name], registry, allowed)
+    return found
 
 
-def report(findings: list[Finding]) -> str:
-    """One line per check, failures with their fix, then the totals."""
+def check(
+    name: str, data_dir: str | Path | None = None, *, tolerances: Mapping[str, float] | None = None
+) -> list[Finding]:
+    """Run every check of :func:`cases`."""
+    return [c.run() for c in cases(name, data_dir, tolerances=tolerances)]
+
+
+def check_architecture(
+    arch: Architecture, registry: Registry | None = None, tolerances: Mapping[str, float] | None = None
+) -> list[Finding]:
+    """Metadata, recipes, a model for every data set, output shapes, gradients, a training step that learns,
+    every export."""
+    registry = registry or get_registry()
+    return [c.run() for c in _architecture_cases(arch, registry, _tolerances(registry, tolerances))]
+
+
+def check_dataset(ds: Dataset, data_dir: str | Path | None = None) -> list[Finding]:
+    """Metadata, and, where the files are at hand (or generated), the test split's shape, type and size."""
+    return [c.run() for c in _dataset_cases(ds, data_dir)]
+
+
+def report(findings: list[Finding], strict: bool = False) -> str:
+    """One line per check, failures with their fix and skips with their reason, then the totals."""
+    marks = {"passed": "ok  ", "failed": "FAIL", "skipped": "FAIL" if strict else "skip"}
     lines = []
     for f in findings:
-        mark = "ok  " if f.ok else "FAIL"
-        shown = f.detail and (not f.ok or f.detail.startswith("skipped"))
-        lines.append(f"{mark}  {f.subject}: {f.check}" + (f" — {f.detail}" if shown else ""))
-    failed = sum(not f.ok for f in findings)
-    lines.append(f"{len(findings) - failed} passed, {failed} failed")
+        lines.append(f"{marks[f.status]}  {f.subject}: {f.check}" + (f" — {f.detail}" if f.status != "passed" else ""))
+    counts = {status: sum(f.status == status for f in findings) for status in marks}
+    lines.append(f"{counts['passed']} passed, {counts['failed']} failed, {counts['skipped']} skipped")
     return "\n".join(lines)
 
 
-def assert_conforms(name: str, data_dir: str | Path | None = None) -> None:
-    """Raise AssertionError with the report unless every check on ``name`` passes; for plugin test suites."""
-    findings = check(name, data_dir)
-    if not all(f.ok for f in findings):
-        raise AssertionError("\n" + report(findings))
+def assert_conforms(
+    name: str,
+    data_dir: str | Path | None = None,
+    *,
+    strict: bool = False,
+    tolerances: Mapping[str, float] | None = None,
+) -> None:
+    """Raise AssertionError with the report unless every check on ``name`` passes (or, unless ``strict``,
+    is skipped); for plugin test suites."""
+    findings = check(name, data_dir, tolerances=tolerances)
+    if any(f.status == "failed" or (strict and f.status == "skipped") for f in findings):
+        raise AssertionError("\n" + report(findings, strict))
