@@ -25,7 +25,7 @@ from functools import partial
 from pathlib import Path
 from typing import Literal
 
-from zoo.errors import DatasetNotFound, SettingError
+from zoo.errors import DatasetNotFound, SettingError, UnknownName
 from zoo.loader import get_registry
 from zoo.registry import DEFAULT_ULPS, Architecture, Dataset, Exporter, Registry, Shape, format_shape
 
@@ -358,7 +358,11 @@ def cases(
     allowed = _tolerances(registry, tolerances)
     plugins = [p for p in registry.plugins if name.lower() in (p.distribution.lower(), p.name.lower())]
     if not plugins:
-        item = registry.lookup(name)
+        try:
+            item = registry.lookup(name)
+        except UnknownName as error:
+            installed = ", ".join(sorted({p.distribution for p in registry.plugins}))
+            raise UnknownName(f"{error}; installed plugins: {installed} (see `zoo plugins`)") from None
         if isinstance(item, Architecture):
             return _architecture_cases(item, registry, allowed)
         return _dataset_cases(item, data_dir)
