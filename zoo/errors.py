@@ -10,7 +10,14 @@ __all__ = [
     "SettingError",
     "UnknownName",
     "ZooError",
+    "describe",
 ]
+
+
+def describe(exc: BaseException) -> str:
+    """An exception on one line, with its type: ``ModuleNotFoundError: No module named 'x'``."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class ZooError(Exception):

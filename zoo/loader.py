@@ -12,7 +12,7 @@ from types import ModuleType
 import pluggy
 
 from zoo import hookspecs
-from zoo.errors import PluginWarning
+from zoo.errors import PluginWarning, describe
 from zoo.registry import Architecture, Dataset, Exporter, Item, Plugin, Registry, Weights
 
 __all__ = [
@@ -33,11 +33,6 @@ ONLY_PLUGINS_ENV = "ZOO_PLUGINS"
 
 _HOOKS = {"register_architectures": Architecture, "register_datasets": Dataset, "register_exporters": Exporter,
           "register_weights": Weights}  # fmt: skip
-
-
-def _describe(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _plugin_for(ep: EntryPoint) -> Plugin:
@@ -66,7 +61,7 @@ def _enabled(plugin: Plugin) -> bool:
 
 def _fail(plugin: Plugin, stage: str, exc: BaseException) -> None:
     plugin.status = "failed"
-    plugin.error = f"{stage}: {_describe(exc)}"
+    plugin.error = f"{stage}: {describe(exc)}"
     warnings.warn(
         f"plugin {plugin.name!r} from {plugin.label} {plugin.error}; zoo carries on without it "
         f"(fix or uninstall it; `zoo plugins` lists plugins)",

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from zoo.errors import PluginWarning, UnknownName, ZooError
+from zoo.errors import PluginWarning, UnknownName, ZooError, describe
 from zoo.names import normalize, resolve
 
 if TYPE_CHECKING:
@@ -29,6 +29,7 @@ Runner = str | Callable[[Path], tuple[Callable[[Any], Any], dict[str, Any]]]
 Loader = str | Callable[[Split, Path, bool], "tuple[Tensor, Tensor]"]
 
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
+_REFERENCE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 MAX_WEIGHTS_BYTES = 1 << 30
 """The largest weights file zoo fetches: a download is cut off at its declared size, and this bounds that size."""
@@ -38,15 +39,13 @@ DEFAULT_ULPS = 128.0
 steps at each output row's scale (see zoo.exporting.rounding_steps)."""
 
 
-def _import(target: str | Callable[..., Any]) -> Callable[..., Any]:
-    """Resolve a ``"package.module:attribute"`` reference; callables pass through."""
-    if callable(target):
-        return target
+def _import(target: str) -> Any:
+    """Resolve a ``"package.module:attribute"`` reference."""
     module, _, attr = target.partition(":")
     obj: Any = importlib.import_module(module)
     for part in attr.split("."):
         obj = getattr(obj, part)
-    return obj  # type: ignore[no-any-return]
+    return obj
 
 
 def _check_name(kind: str, name: str, aliases: tuple[str, ...]) -> None:
@@ -55,6 +54,42 @@ def _check_name(kind: str, name: str, aliases: tuple[str, ...]) -> None:
             raise ValueError(
                 f"{kind} name {spelling!r} must be lower case letters, digits and '_', starting with a letter"
             )
+
+
+class _Registered:
+    """What architectures, data sets and export formats share: the plugin that registered each, checks of what
+    the plugin gave, and its ``"module:attribute"`` references resolved on first use, naming both when broken."""
+
+    kind: ClassVar[str]
+    references: ClassVar[tuple[str, ...]]
+    """The fields that take a callable or a ``"module:attribute"`` string."""
+    name: str
+    provided_by = ""
+    """The distribution and version that registered it (set by :meth:`Registry.add`)."""
+
+    def validate(self) -> None:
+        """Raise ValueError naming what is wrong; the registry turns down an item that fails."""
+        _check_name(self.kind, self.name, getattr(self, "aliases", ()))
+        for attr in self.references:
+            target = getattr(self, attr)
+            if not (callable(target) or (isinstance(target, str) and _REFERENCE.fullmatch(target))):
+                raise ValueError(f"{attr} must be a callable or a 'package.module:attribute' string, got {target!r}")
+
+    def resolve(self, attr: str) -> Callable[..., Any]:
+        """The callable ``attr`` names, imported if it is a string; a ZooError names the item and its plugin."""
+        target = getattr(self, attr)
+        if callable(target):
+            return target  # type: ignore[no-any-return]
+        where = f"{self.kind} {self.name}" + (f" from {self.provided_by}" if self.provided_by else "")
+        try:
+            found = _import(target)
+        except Exception as exc:
+            raise ZooError(f"{where}: its {attr} {target!r} does not import ({describe(exc)}); "
+                           f"fix the reference in the plugin") from exc  # fmt: skip
+        if not callable(found):
+            raise ZooError(f"{where}: its {attr} {target!r} is a {type(found).__name__}, not a callable; "
+                           f"fix the reference in the plugin")  # fmt: skip
+        return found  # type: ignore[no-any-return]
 
 
 def format_shape(shape: tuple[int, ...]) -> str:
@@ -99,7 +134,7 @@ class Recipe:
 
 
 @dataclass(frozen=True)
-class Architecture:
+class Architecture(_Registered):
     """A model architecture: a builder plus what a user needs to know about it.
 
     ``builder`` is called as ``builder(input_shape=(C, H, W), num_classes=N)``
@@ -120,27 +155,46 @@ class Architecture:
     """The original tutorial's exact settings, to reproduce it."""
     notes: str = ""
 
-    def __post_init__(self) -> None:
-        _check_name("architecture", self.name, self.aliases)
+    kind: ClassVar[str] = "architecture"
+    references: ClassVar[tuple[str, ...]] = ("builder",)
+
+    def validate(self) -> None:
+        super().validate()
+        if len(self.input_shape) != 3 or min(self.input_shape) < 1 or self.num_classes < 2:
+            raise ValueError("input_shape must be (channels, height, width) and num_classes at least 2")
 
     def build(self, input_shape: Shape | None = None, num_classes: int | None = None, **kwargs: Any) -> nn.Module:
         """Build the model for images of ``input_shape`` and ``num_classes`` classes.
 
-        A builder that cannot take the shape raises ValueError; it reaches the user as a ZooError.
+        A builder that cannot take the shape raises ValueError; it reaches the user as a ZooError.  The model
+        runs once on a blank image (on the current device: under ``torch.device("meta")`` nothing is allocated),
+        so that a builder that ignores ``input_shape`` or ``num_classes`` is caught here, not an epoch later.
         """
-        builder = _import(self.builder)
+        import torch
+
+        shape, classes = tuple(input_shape or self.input_shape), num_classes or self.num_classes
         try:
-            return builder(  # type: ignore[no-any-return]
-                input_shape=tuple(input_shape or self.input_shape),
-                num_classes=num_classes or self.num_classes,
-                **kwargs,
-            )
+            model = self.resolve("builder")(input_shape=shape, num_classes=classes, **kwargs)
         except ValueError as exc:
             raise ZooError(f"{exc}; pick another architecture or data set") from exc
+        training = model.training
+        try:
+            with torch.no_grad():
+                out = model.eval()(torch.zeros(1, *shape))
+        except Exception as exc:
+            raise ZooError(f"{self.name} built for {format_shape(shape)} images does not run on them "
+                           f"({describe(exc)}); its builder must honour input_shape") from exc  # fmt: skip
+        finally:
+            model.train(training)
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, classes):
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ZooError(f"{self.name} built for {classes} classes gives {got} for one image, not (1, {classes}); "
+                           f"its builder must size the last layer from num_classes")  # fmt: skip
+        return model  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)
-class Dataset:
+class Dataset(_Registered):
     """An image classification data set with fixed train and test splits."""
 
     name: str
@@ -165,14 +219,17 @@ class Dataset:
         """What to store to find this data set again: its folder, or its registered name."""
         return self.location or self.name
 
-    def __post_init__(self) -> None:
-        _check_name("data set", self.name, self.aliases)
+    kind: ClassVar[str] = "data set"
+    references: ClassVar[tuple[str, ...]] = ("loader",)
+
+    def validate(self) -> None:
+        super().validate()
         if len(self.shape) != 3 or min(self.shape) < 1:
-            raise ValueError(f"data set {self.name}: shape must be (channels, height, width), got {self.shape}")
+            raise ValueError(f"shape must be (channels, height, width), got {self.shape}")
         if len(self.mean) != self.shape[0] or len(self.std) != self.shape[0]:
-            raise ValueError(f"data set {self.name}: mean and std need one value per channel ({self.shape[0]})")
+            raise ValueError(f"mean and std need one value per channel ({self.shape[0]})")
         if len(self.classes) < 2 or len(set(self.classes)) != len(self.classes):
-            raise ValueError(f"data set {self.name}: classes must be two or more distinct names")
+            raise ValueError("classes must be two or more distinct names")
 
     @property
     def num_classes(self) -> int:
@@ -180,7 +237,7 @@ class Dataset:
 
     def load(self, split: Split, root: Path, download: bool = True) -> tuple[Tensor, Tensor]:
         """One split as ``(uint8 images N×C×H×W, int64 labels N)``, checked against the metadata."""
-        images, labels = _import(self.loader)(split, root, download)
+        images, labels = self.resolve("loader")(split, root, download)
         expected = (len(labels), *self.shape)
         if tuple(images.shape) != expected or str(images.dtype) != "torch.uint8":
             raise ZooError(
@@ -198,7 +255,7 @@ class Dataset:
 
 
 @dataclass(frozen=True)
-class Exporter:
+class Exporter(_Registered):
     """An export format: how to write a model to a file, and how to run that file to prove it.
 
     ``writer(model, example, meta, path, opset)`` writes the eval-mode ``model`` (``example``
@@ -221,14 +278,19 @@ class Exporter:
     """Loading a file of this format can run code the file carries (pickle, TorchScript, torch.export):
     zoo loads such a file only when the user trusts it (``--trust``, ``trust=True``)."""
 
-    def __post_init__(self) -> None:
-        _check_name("exporter", self.name, self.aliases)
+    kind: ClassVar[str] = "export format"
+    references: ClassVar[tuple[str, ...]] = ("writer", "runner")
+
+    def validate(self) -> None:
+        super().validate()
+        if not re.fullmatch(r"\.[a-z0-9][a-z0-9_.]*", self.suffix):
+            raise ValueError(f"suffix must be a file suffix such as '.onnx', got {self.suffix!r}")
 
     def write(self, model: nn.Module, example: Tensor, meta: dict[str, Any], path: Path, opset: int) -> None:
-        _import(self.writer)(model, example, meta, path, opset)
+        self.resolve("writer")(model, example, meta, path, opset)
 
     def load(self, path: Path) -> tuple[Callable[[Any], Any], dict[str, Any]]:
-        return _import(self.runner)(path)  # type: ignore[no-any-return]
+        return self.resolve("runner")(path)  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -278,7 +340,8 @@ class Weights:
     def name(self) -> str:
         return f"{self.architecture}:{self.tag}"
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
+        """Raise ValueError naming what is wrong; the registry turns down weights that fail."""
         _check_name("architecture", self.architecture, ())
         _check_name("weights tag", self.tag, ())
         if not _SHA256.fullmatch(self.sha256):
@@ -307,7 +370,9 @@ class Weights:
         if unknown:
             raise ValueError(f"unknown weights field(s) {', '.join(unknown)}")
         values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in {**data, **changes}.items()}
-        return cls(**values)
+        weights = cls(**values)
+        weights.validate()
+        return weights
 
     def transforms(self) -> Callable[[Any], Tensor]:
         """What images go through before the model: a torchvision transform from a PIL image or uint8 tensor
@@ -368,8 +433,14 @@ class Registry:
         return "data set", self.datasets
 
     def add(self, item: Item, plugin: Plugin) -> None:
-        """Register ``item``; a name or alias that is already taken is kept by its first owner."""
+        """Register ``item``; one that fails its checks is turned down, and a name or alias that is already taken
+        is kept by its first owner (each with a warning)."""
         kind, table = self._table(item)
+        try:
+            item.validate()
+        except ValueError as exc:
+            self._conflict(plugin, f"{kind} {item.name!r} from {plugin.label} is turned down: {exc}", "fix it")
+            return
         owners = {normalize(s): name for name, it in table.items() for s in (name, *it.aliases)}
         if normalize(item.name) in owners:
             other = self._providers[(kind, owners[normalize(item.name)])]
@@ -386,6 +457,8 @@ class Registry:
             )
         if taken:
             item = dataclasses.replace(item, aliases=tuple(a for a in item.aliases if a not in taken))  # type: ignore[arg-type]
+        if not isinstance(item, Weights):
+            object.__setattr__(item, "provided_by", plugin.label)  # frozen, but not yet shared
         table[item.name] = item
         self._providers[(kind, item.name)] = plugin
         plugin.provides.append(f"{kind} {item.name}")

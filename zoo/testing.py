@@ -25,9 +25,9 @@ from functools import partial
 from pathlib import Path
 from typing import Literal
 
-from zoo.errors import DatasetNotFound, SettingError, UnknownName
+from zoo.errors import DatasetNotFound, SettingError, UnknownName, ZooError
 from zoo.loader import get_registry
-from zoo.registry import DEFAULT_ULPS, Architecture, Dataset, Exporter, Registry, Shape, format_shape
+from zoo.registry import DEFAULT_ULPS, Architecture, Dataset, Exporter, Registry, format_shape
 
 __all__ = [
     "REFERENCE_ARCHITECTURES",
@@ -96,7 +96,9 @@ class Case:
         if self._finding is None:
             blocked = next((n for n in self.needs if n.run().status != "passed"), None)
             if blocked is not None:
-                self._finding = self._found("skipped", f"not run: {blocked.check} {blocked.run().status}")
+                root = blocked.run()  # the first check that did not pass, through any chain of skips
+                known = root.status == "skipped" and root.detail.startswith("not run: ")
+                self._finding = self._found("skipped", root.detail if known else f"not run: {root.check} {root.status}")
             else:
                 self._finding = self._run()
         return self._finding
@@ -112,6 +114,8 @@ class Case:
             return self._found("skipped", str(exc))
         except _Fail as exc:
             return self._found("failed", str(exc))
+        except ZooError as exc:  # its message says what to fix
+            return self._found("failed", _oneline(exc))
         except Exception as exc:
             return self._found("failed", f"{type(exc).__name__}: {_oneline(exc)}; {self.fix}")
         return self._found("failed", self.fix) if result is False else self._found("passed")
@@ -130,14 +134,15 @@ def _always(result: bool) -> Callable[[], bool]:
     return lambda: result
 
 
-def _forward(arch: Architecture, shape: Shape, classes: int) -> None:
-    import torch
-
-    model = arch.build(shape, classes).eval()
-    with torch.no_grad():
-        out = model(torch.rand(2, *shape))
-    if tuple(out.shape) != (2, classes):
-        raise ValueError(f"output shape {tuple(out.shape)}, expected (2, {classes})")
+def _references(item: Architecture | Dataset | Exporter) -> Case:
+    """Its ``"module:attribute"`` strings import, as they will on first use."""
+    refs = " and ".join(item.references)
+    return Case(
+        f"{item.kind} {item.name}",
+        f"{refs} import",
+        "fix the reference",
+        lambda: [item.resolve(attr) for attr in item.references],
+    )
 
 
 def _gradients(arch: Architecture) -> None:
@@ -242,12 +247,14 @@ def _architecture_cases(arch: Architecture, registry: Registry, tolerances: Mapp
                 )
             )
     shape_fix = "the builder must honour input_shape and num_classes"
+    imports = _references(arch)
     builds = case(
         f"builds ({format_shape(arch.input_shape)}, {arch.num_classes} classes)",
         "the builder must return an nn.Module mapping N×C×H×W images to N×num_classes scores",
-        partial(_forward, arch, arch.input_shape, arch.num_classes),
+        partial(arch.build, arch.input_shape, arch.num_classes),
+        needs=[imports],
     )
-    found.append(builds)
+    found += [imports, builds]
     targets = [(f"builds for {ds.name}", ds.shape, ds.num_classes) for ds in registry.datasets.values()]
     targets.append(("honours num_classes", arch.input_shape, 3))
     for label, shape, classes in targets:
@@ -255,7 +262,7 @@ def _architecture_cases(arch: Architecture, registry: Registry, tolerances: Mapp
             case(
                 f"{label} ({format_shape(shape)}, {classes} classes)",
                 shape_fix,
-                partial(_forward, arch, shape, classes),
+                partial(arch.build, shape, classes),
                 needs=[builds],
             )
         )
@@ -292,12 +299,14 @@ def _architecture_cases(arch: Architecture, registry: Registry, tolerances: Mapp
 def _exporter_cases(exporter: Exporter, registry: Registry, tolerances: Mapping[str, float]) -> list[Case]:
     fix = "the runner must load what the writer wrote and give back the model's scores and the metadata it was given"
     ulps = tolerances.get(exporter.name, DEFAULT_ULPS)
-    return [
+    imports = _references(exporter)
+    return [imports] + [
         Case(
             f"export format {exporter.name}",
             f"round trip of untrained {name} with parity",
             fix,
             partial(_parity, name, exporter, ulps, fix),
+            needs=[imports],
         )
         for name in REFERENCE_ARCHITECTURES
         if name in registry.architectures
@@ -316,8 +325,12 @@ def _dataset_cases(ds: Dataset, data_dir: str | Path | None) -> list[Case]:
             raise _Skip(f"files not here ({_oneline(exc)})") from None
 
     case = partial(Case, f"data set {ds.name}")
-    loads = case("test split loads", "fix the loader: it returns uint8 images N×C×H×W and int64 labels", load)
+    imports = _references(ds)
+    loads = case(
+        "test split loads", "fix the loader: it returns uint8 images N×C×H×W and int64 labels", load, needs=[imports]
+    )
     return [
+        imports,
         case(
             "normalisation",
             "give one mean in [0, 1] and one std > 0 per channel",
@@ -376,7 +389,9 @@ def cases(
                 _always(plugin.status == "loaded"),
             )
         )
-        found.append(case("names are its own", "; ".join(plugin.conflicts), _always(not plugin.conflicts)))
+        found.append(
+            case("everything it registers is accepted", "; ".join(plugin.conflicts), _always(not plugin.conflicts))
+        )
         for provided in plugin.provides:
             kind, _, provided_name = provided.rpartition(" ")
             if kind == "architecture":
