@@ -28,11 +28,13 @@ def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_list_shows_both_tables_aligned() -> None:
+def test_list_shows_every_table_aligned() -> None:
     result = zoo("list")
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0] == "Architectures" and "Data sets" in lines
+    assert "Export formats (zoo export ARCH --format NAME)" in lines  # where the unknown-format error points
+    assert any(line.split()[:3] == ["pt2", "torch_export", ".pt2"] for line in lines)
     header = lines[1]
     assert header.split() == ["name", "aliases", "input", "classes", "summary", "provider"]
     row = next(line for line in lines if line.startswith("lenet_bn"))
@@ -54,6 +56,19 @@ def test_list_json() -> None:
     assert lenet["input_shape"] == [1, 28, 28] and lenet["provider"]["distribution"] == "zoo-classifiers"
     cifar = next(d for d in data["datasets"] if d["name"] == "cifar10")
     assert cifar["shape"] == [3, 32, 32] and cifar["classes"][0] == "airplane" and cifar["train_size"] == 50_000
+    pt2 = next(f for f in data["formats"] if f["name"] == "pt2")
+    assert pt2["suffix"] == ".pt2" and pt2["runs_code"] and not pt2["exact"]
+
+
+def test_info_export_format() -> None:
+    lines = zoo("info", "torch_export").output.splitlines()
+    assert lines[0] == "pt2: torch.export program, TorchScript's successor; provided by zoo-classifiers 0.1.0"
+    assert (
+        "files: *.pt2, written by `zoo export ARCH --pt2`; `zoo predict` and `zoo eval` run them by that suffix"
+        in lines
+    )
+    assert "loading runs code the file carries: zoo loads such a file only with --trust" in lines
+    assert "bit-identical to the model" in zoo("info", "safetensors").output
 
 
 def test_list_with_no_match_fails() -> None:

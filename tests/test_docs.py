@@ -1,13 +1,15 @@
-"""The plugin author guide documents every hook with its exact signature, and every hook has a test."""
+"""The plugin author guide documents every hook with its exact signature and every field; every hook has a test."""
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
+import re
 from pathlib import Path
 
 import pytest
 
-from zoo import hookspecs
+from zoo import Architecture, Dataset, Exporter, hookspecs
 
 ROOT = Path(__file__).resolve().parent.parent
 HOOKS = sorted(name for name in dir(hookspecs) if name.startswith("register_"))
@@ -23,3 +25,12 @@ def test_every_hook_is_documented_with_its_signature(hook: str) -> None:
 def test_every_hook_has_a_test_that_implements_it(hook: str) -> None:
     sources = [p.read_text() for p in (ROOT / "tests").glob("test_*.py") if p.name != "test_docs.py"]
     assert any(f"def {hook}(register" in s or f"specname='{hook}'" in s for s in sources)
+
+
+@pytest.mark.parametrize("kind", [Architecture, Dataset, Exporter])
+def test_every_field_a_plugin_gives_is_in_the_guide(kind: type) -> None:
+    """Each field has a row (or shares one) in the kind's table."""
+    text = (ROOT / "docs" / "plugins.md").read_text()
+    table = text.split(f"| `{kind.__name__}` field | meaning |", 1)[1].split("\n\n", 1)[0]
+    documented = {name for row in table.splitlines()[2:] for name in re.findall(r"`(\w+)`", row.split("|")[1])}
+    assert {f.name for f in dataclasses.fields(kind)} == documented

@@ -42,8 +42,15 @@ def test_a_pip_installed_plugin_works_end_to_end(installed: None, tmp_path: Path
     mlp = next(a for a in data["architectures"] if a["name"] == "tiny_mlp")
     assert mlp["provider"] == {"distribution": "zoo-example-mlp", "version": "0.3.0", "plugin": "example_mlp"}
     assert any(d["name"] == "stripes" for d in data["datasets"])
-    plugins = zoo("plugins", cwd=tmp_path).stdout
-    assert "example_mlp    zoo-example-mlp  0.3.0    loaded  architecture tiny_mlp, data set stripes" in plugins
+    plugins = zoo("plugins", "--strict", cwd=tmp_path)
+    assert plugins.returncode == 0, plugins.stdout
+    row = next(line for line in plugins.stdout.splitlines() if line.startswith("example_mlp "))
+    assert row.split()[1:4] == ["zoo-example-mlp", "0.3.0", "loaded"]
+    assert all(provided in row for provided in ("architecture tiny_mlp", "data set stripes", "command stripes"))
+    assert "  stripes  " in zoo("--help", cwd=tmp_path).stdout  # the plugin's command, beside zoo's own
+    counted = zoo("stripes", "train", cwd=tmp_path)
+    assert counted.returncode == 0 and counted.stdout.splitlines()[0].startswith("horizontal: ")
+    assert sum(int(line.split(": ")[1]) for line in counted.stdout.splitlines()) == 2000
 
     mine_on_builtin = zoo(
         "train", "tiny", "sevenseg", "--epochs", "1", "--limit", "1000", "--out", "a", "-q", cwd=tmp_path

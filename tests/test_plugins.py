@@ -108,6 +108,8 @@ def test_a_broken_plugin_is_isolated_and_reported(fake_dist: FakeDist, source: s
     assert "zoo-broken" in result.output and "failed" in result.output and error in result.output
     assert "zoo: warning: plugin 'main' from zoo-broken 1.0" in result.stderr
     assert CliRunner().invoke(cli, ["list"]).exit_code == 0
+    strict = CliRunner().invoke(cli, ["plugins", "--strict"])  # for a CI that must not carry on without it
+    assert strict.exit_code == 1 and "zoo: error: plugins with problems: main (see above)" in strict.stderr
 
 
 @pytest.mark.parametrize(
@@ -186,9 +188,60 @@ def test_an_allow_list_loads_only_the_named_plugins(fake_dist: FakeDist, monkeyp
     assert status == {"zoo-classifiers": "loaded", "zoo-tiny": "loaded", "zoo-broken": "disabled"}
 
 
+def test_an_allow_list_naming_no_installed_plugin_warns(fake_dist: FakeDist, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_dist("zoo-tiny", GOOD)
+    monkeypatch.setenv("ZOO_PLUGINS", "zoo-tiny, zoo-tniy")
+    with pytest.warns(PluginWarning, match=r"\$ZOO_PLUGINS names zoo-tniy, which no installed plugin is "
+                                           r"\(installed: zoo-tiny\); fix the list"):  # fmt: skip
+        registry = get_registry()
+    assert "tiny_mlp" in registry.architectures
+
+
+COMMANDS = """
+import click
+import zoo
+
+@click.command("hello")
+@click.argument("who")
+def hello(who):
+    \"\"\"Greet WHO.\"\"\"
+    if who == "nobody":
+        raise zoo.ZooError("nobody to greet; name someone")
+    click.echo(f"hello {who}")
+
+@click.command("train")
+def train():
+    click.echo("not zoo's train")
+
+@zoo.hookimpl
+def register_commands(register):
+    register(hello)
+    register(train)
+"""
+
+
+def test_a_plugin_adds_commands_and_zoo_keeps_its_own(fake_dist: FakeDist) -> None:
+    fake_dist("zoo-greet", COMMANDS)
+    runner = CliRunner()
+    greeted = runner.invoke(cli, ["hello", "world"])
+    assert greeted.stdout == "hello world\n" and "command train from zoo-greet 1.0 is ignored" in greeted.stderr
+    failed = runner.invoke(cli, ["hello", "nobody"])
+    assert failed.exit_code == 1 and failed.stderr == "zoo: error: nobody to greet; name someone\n"
+    assert "Greet WHO." in runner.invoke(cli, ["--help"]).stdout
+
+    get_registry.cache_clear()
+    listed = runner.invoke(cli, ["plugins", "--strict"])
+    row = next(line for line in listed.stdout.splitlines() if "zoo-greet" in line and " loaded " in line)
+    assert "command hello" in row and "command train" not in row
+    assert "command train from zoo-greet 1.0 is ignored: zoo has a command of that name; rename it" in listed.stderr
+    assert listed.exit_code == 1
+    assert "not zoo's train" not in runner.invoke(cli, ["train", "--help"]).output
+
+
 def test_hookspecs_are_the_documented_contract() -> None:
     specs = {name for name in dir(hookspecs) if name.startswith("register_")}
-    assert specs == {"register_architectures", "register_datasets", "register_exporters", "register_weights"}
+    assert specs == {"register_architectures", "register_datasets", "register_exporters", "register_weights",
+                     "register_commands"}  # fmt: skip
     assert zoo.hookimpl is hookspecs.hookimpl
     for name in specs:
         assert getattr(hookspecs, name).__doc__

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 from PIL import Image
 
@@ -108,6 +109,7 @@ def test_every_python_block_runs(code: str, tmp_path: Path, monkeypatch: pytest.
         "register_datasets": zoo.Dataset,
         "register_exporters": zoo.Exporter,
         "register_weights": zoo.Weights,
+        "register_commands": click.Command,
     }
     for hook, kind in kinds.items():
         if hook in namespace:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from zoo.errors import AmbiguousName, DatasetNotFound, PluginWarning, UnknownName, ZooError
+from zoo.card import ModelCard, Provider
+from zoo.errors import AmbiguousName, DatasetNotFound, PluginWarning, SettingError, UnknownName, ZooError
 from zoo.hookspecs import hookimpl
 from zoo.loader import get_registry, load_registry
 from zoo.registry import Architecture, Dataset, Exporter, Plugin, Recipe, Registry, Weights
@@ -35,10 +36,13 @@ __all__ = [
     "Dataset",
     "DatasetNotFound",
     "Exporter",
+    "ModelCard",
     "Plugin",
     "PluginWarning",
+    "Provider",
     "Recipe",
     "Registry",
+    "SettingError",
     "UnknownName",
     "Weights",
     "ZooError",

@@ -7,7 +7,7 @@ import json
 import os
 import sys
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import click
@@ -15,7 +15,7 @@ import click
 from zoo import __version__
 from zoo.errors import DataWarning, PluginWarning, SettingError, ZooError
 from zoo.loader import get_registry
-from zoo.registry import DEFAULT_ULPS, Architecture, Dataset, Registry, Weights, format_shape
+from zoo.registry import DEFAULT_ULPS, Architecture, Dataset, Exporter, Registry, Weights, format_shape
 
 __all__ = ["cli", "main"]
 
@@ -27,32 +27,51 @@ def _show_warning(message: Warning | str, category: type[Warning], *_: Any, **__
 
 
 class ZooGroup(click.Group):
-    """Turns errors into one line on stderr and a non-zero exit; ``--debug`` shows the traceback."""
+    """zoo's commands and those plugins register; errors become one line on stderr and a non-zero exit
+    (``--debug`` shows the traceback), warnings one ``zoo: warning:`` line."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def main(self, *args: Any, **kwargs: Any) -> Any:
         with warnings.catch_warnings():
             warnings.simplefilter("always", PluginWarning)
             warnings.simplefilter("always", DataWarning)
             warnings.showwarning = _show_warning
-            try:
-                return super().invoke(ctx)
-            except click.UsageError as exc:
-                command = f"zoo {exc.ctx.info_name} --help" if exc.ctx and exc.ctx.parent else "zoo --help"
-                click.echo(f"zoo: error: {exc.format_message()} (see `{command}`)", err=True)
-                ctx.exit(2)
-            except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort, BrokenPipeError):
+            return super().main(*args, **kwargs)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:
+            command = f"zoo {exc.ctx.info_name} --help" if exc.ctx and exc.ctx.parent else "zoo --help"
+            click.echo(f"zoo: error: {exc.format_message()} (see `{command}`)", err=True)
+            ctx.exit(2)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort, BrokenPipeError):
+            raise
+        except KeyboardInterrupt:  # Ctrl-C outside training's own handler (start-up, eval, export)
+            click.echo("zoo: interrupted", err=True)
+            ctx.exit(130)
+        except Exception as exc:
+            if ctx.params.get("debug") or os.environ.get(DEBUG_ENV):
                 raise
-            except KeyboardInterrupt:  # Ctrl-C outside training's own handler (start-up, eval, export)
-                click.echo("zoo: interrupted", err=True)
-                ctx.exit(130)
-            except Exception as exc:
-                if ctx.params.get("debug") or os.environ.get(DEBUG_ENV):
-                    raise
-                text = " ".join((exc.option_message if isinstance(exc, SettingError) else str(exc)).split())
-                if not isinstance(exc, ZooError):
-                    text = f"unexpected {type(exc).__name__}: {text} (rerun with --debug for the traceback)"
-                click.echo(f"zoo: error: {text}", err=True)
-                ctx.exit(1)
+            text = " ".join((exc.option_message if isinstance(exc, SettingError) else str(exc)).split())
+            if not isinstance(exc, ZooError):
+                text = f"unexpected {type(exc).__name__}: {text} (rerun with --debug for the traceback)"
+            click.echo(f"zoo: error: {text}", err=True)
+            ctx.exit(1)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *_plugin_commands(self.commands)})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        # zoo's own commands first: running one loads no plugin until it needs the registry.
+        return super().get_command(ctx, name) or _plugin_commands(self.commands).get(name)
+
+
+def _plugin_commands(own: Mapping[str, click.Command]) -> dict[str, click.Command]:
+    """The subcommands plugins register; one named like a command of zoo's own is dropped, with a warning."""
+    registry = get_registry()
+    for name in [n for n in registry.commands if n in own]:
+        registry.remove(registry.commands[name], "is ignored: zoo has a command of that name", "rename it")
+    return registry.commands
 
 
 def _load_torch() -> None:
@@ -84,7 +103,7 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells)
 
 
-def _matches(item: Architecture | Dataset, patterns: Sequence[str]) -> bool:
+def _matches(item: Architecture | Dataset | Exporter, patterns: Sequence[str]) -> bool:
     names = [item.name, *item.aliases]
     return not patterns or any(fnmatch.fnmatch(n, p.lower().replace("-", "_")) for n in names for p in patterns)
 
@@ -103,33 +122,40 @@ def cli(debug: bool) -> None:
 @click.argument("patterns", nargs=-1)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 def list_(patterns: tuple[str, ...], as_json: bool) -> None:
-    """List architectures and data sets, optionally only those matching glob PATTERNS."""
+    """List architectures, data sets and export formats, optionally only those matching glob PATTERNS."""
     registry = get_registry()
     archs = [a for a in registry.architectures.values() if _matches(a, patterns)]
     sets = [d for d in registry.datasets.values() if _matches(d, patterns)]
+    formats = [e for e in registry.exporters.values() if _matches(e, patterns)]
     if as_json:
         click.echo(json.dumps({"architectures": [_arch_json(registry, a) for a in archs],
-                               "datasets": [_dataset_json(registry, d) for d in sets]}, indent=2))  # fmt: skip
+                               "datasets": [_dataset_json(registry, d) for d in sets],
+                               "formats": [_format_json(registry, e) for e in formats]}, indent=2))  # fmt: skip
         return
+    sections = []
     if archs:
-        click.echo("Architectures")
-        click.echo(_table(
+        sections.append("Architectures\n" + _table(
             ("name", "aliases", "input", "classes", "summary", "provider"),
             [(a.name, ", ".join(a.aliases), format_shape(a.input_shape), a.num_classes, a.summary,
               registry.provider(a).label) for a in archs],
         ))  # fmt: skip
     if sets:
-        click.echo("\nData sets" if archs else "Data sets")
-        click.echo(_table(
+        sections.append("Data sets\n" + _table(
             ("name", "aliases", "shape", "classes", "train / test", "summary", "provider"),
             [(d.name, ", ".join(d.aliases), format_shape(d.shape), d.num_classes, f"{d.train_size:,} / {d.test_size:,}",
               d.summary, registry.provider(d).label) for d in sets],
         ))  # fmt: skip
-    if not archs and not sets:
+    if formats:
+        sections.append("Export formats (zoo export ARCH --format NAME)\n" + _table(
+            ("name", "aliases", "suffix", "summary", "provider"),
+            [(e.name, ", ".join(e.aliases), e.suffix, e.summary, registry.provider(e).label) for e in formats],
+        ))  # fmt: skip
+    if not sections:
         raise ZooError(f"nothing matches {' '.join(patterns)}; run `zoo list` without a pattern to see everything")
+    click.echo("\n\n".join(sections))
 
 
-def _provider_json(registry: Registry, item: Architecture | Dataset | Weights) -> dict[str, str]:
+def _provider_json(registry: Registry, item: Architecture | Dataset | Exporter | Weights) -> dict[str, str]:
     plugin = registry.provider(item)
     return {"distribution": plugin.distribution, "version": plugin.version, "plugin": plugin.name}
 
@@ -146,6 +172,11 @@ def _dataset_json(registry: Registry, d: Dataset) -> dict[str, Any]:
             "summary": d.summary, "source": d.source, "provider": _provider_json(registry, d)}  # fmt: skip
 
 
+def _format_json(registry: Registry, e: Exporter) -> dict[str, Any]:
+    return {"name": e.name, "aliases": list(e.aliases), "suffix": e.suffix, "summary": e.summary, "exact": e.exact,
+            "runs_code": e.runs_code, "provider": _provider_json(registry, e)}  # fmt: skip
+
+
 @cli.command()
 @click.argument("name")
 @click.option("--dataset", "dataset_name", metavar="DATASET", help="Show an architecture sized for this data set.")
@@ -153,15 +184,32 @@ def _dataset_json(registry: Registry, d: Dataset) -> dict[str, Any]:
     "--data-dir", type=click.Path(file_okay=False), help="Where data sets are stored (default: a per-user cache)."
 )
 def info(name: str, dataset_name: str | None, data_dir: str | None) -> None:
-    """Describe an architecture (layers, parameters, recipes) or a data set (classes, files), or a folder of images."""
+    """Describe an architecture (layers, parameters, recipes), a data set (classes, files), a folder of images or
+    an export format."""
     from zoo.folders import find_dataset
 
     registry = get_registry()
     item = find_dataset(name) if os.path.isdir(name) else registry.lookup(name)
     if isinstance(item, Dataset):
         _dataset_info(registry, item, data_dir)
+    elif isinstance(item, Exporter):
+        _format_info(registry, item)
     else:
         _architecture_info(registry, item, find_dataset(dataset_name) if dataset_name else None)
+
+
+def _format_info(registry: Registry, exporter: Exporter) -> None:
+    click.echo(f"{exporter.name}: {exporter.summary}; provided by {registry.provider(exporter).label}")
+    if exporter.aliases:
+        click.echo(f"aliases: {', '.join(exporter.aliases)}")
+    click.echo(f"files: *{exporter.suffix}, written by `zoo export ARCH --{exporter.name}`; "
+               f"`zoo predict` and `zoo eval` run them by that suffix")  # fmt: skip
+    precision = "bit-identical to the model" if exporter.exact else f"within {DEFAULT_ULPS:g} float32 rounding steps"
+    click.echo(f"proof: every file is run with the format's own runtime and must give outputs {precision}")
+    if exporter.runs_code:
+        click.echo("loading runs code the file carries: zoo loads such a file only with --trust")
+    if exporter.notice:
+        click.echo(f"notice: {exporter.notice}")
 
 
 def _architecture_info(registry: Registry, arch: Architecture, dataset: Dataset | None) -> None:
@@ -229,11 +277,14 @@ def _floats(values: Iterable[float]) -> str:
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def plugins(as_json: bool) -> None:
+@click.option("--strict", is_flag=True, help="Exit 1 if a plugin failed to load or had something turned down.")
+def plugins(as_json: bool, strict: bool) -> None:
     """List plugin distributions: version, what each provides, and any load error or name conflict."""
     registry = get_registry()
+    _plugin_commands(cli.commands)  # a command that collides with zoo's is a conflict to list
     if as_json:
         click.echo(json.dumps([vars(p) for p in registry.plugins], indent=2))
+        _strict_exit(registry, strict)
         return
     rows = [(p.name, p.distribution, p.version, p.status, ", ".join(p.provides) or "-", p.location or p.module)
             for p in registry.plugins]  # fmt: skip
@@ -243,6 +294,13 @@ def plugins(as_json: bool) -> None:
             click.echo(f"{p.name} ({p.distribution}): {problem}")
     if any(p.status == "disabled" for p in registry.plugins):
         click.echo("third-party plugins are off: $ZOO_DISABLE_PLUGIN_AUTOLOAD or $ZOO_PLUGINS is set")
+    _strict_exit(registry, strict)
+
+
+def _strict_exit(registry: Registry, strict: bool) -> None:
+    broken = [p.name for p in registry.plugins if p.status == "failed" or p.conflicts]
+    if strict and broken:
+        raise ZooError(f"plugins with problems: {', '.join(broken)} (see above); fix or uninstall them")
 
 
 @cli.command()
@@ -572,7 +630,8 @@ def publish(run: str, tag: str | None, out: str, url: str, default: bool, data_d
 )
 @click.pass_context
 def check(ctx: click.Context, name: str, data_dir: str | None, strict: bool, tolerances: tuple[str, ...]) -> None:
-    """Run the conformance kit on a plugin (distribution or entry-point name), an architecture or a data set."""
+    """Run the conformance kit on a plugin (distribution or entry-point name), an architecture, a data set or an
+    export format."""
     allowed = {}
     for item in tolerances:
         fmt, _, steps = item.partition("=")

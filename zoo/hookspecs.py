@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
+    import click
+
     from zoo.registry import Architecture, Dataset, Exporter, Weights
 
 hookspec = pluggy.HookspecMarker("zoo")
@@ -50,4 +52,13 @@ def register_weights(register: Callable[[Weights], None]) -> None:
     Call ``register(zoo.Weights(...))`` once per file; ``zoo.weights.packaged(__package__)`` reads
     the records that ``zoo publish`` wrote into the plugin's ``weights/`` folder.  Weights for an
     architecture that no plugin registers are dropped with a warning.
+    """
+
+
+@hookspec
+def register_commands(register: Callable[[click.Command], None]) -> None:
+    """Add ``zoo`` subcommands.
+
+    Call ``register(command)`` with a ``click`` command (``@click.command()``) or group.  zoo's own
+    commands keep their names; errors a command raises are reported as zoo's are.
     """

@@ -9,11 +9,12 @@ from collections.abc import Iterable
 from importlib.metadata import EntryPoint, entry_points
 from types import ModuleType
 
+import click
 import pluggy
 
 from zoo import hookspecs
 from zoo.errors import PluginWarning, describe
-from zoo.registry import Architecture, Dataset, Exporter, Item, Plugin, Registry, Weights
+from zoo.registry import Architecture, Dataset, Exporter, Plugin, Registrable, Registry, Weights
 
 __all__ = [
     "BUILTIN_DISTRIBUTION",
@@ -32,7 +33,7 @@ ONLY_PLUGINS_ENV = "ZOO_PLUGINS"
 """A comma-separated list of the third-party distributions (or entry-point names) to load; others stay off."""
 
 _HOOKS = {"register_architectures": Architecture, "register_datasets": Dataset, "register_exporters": Exporter,
-          "register_weights": Weights}  # fmt: skip
+          "register_weights": Weights, "register_commands": click.Command}  # fmt: skip
 
 
 def _plugin_for(ep: EntryPoint) -> Plugin:
@@ -47,16 +48,32 @@ def _plugin_for(ep: EntryPoint) -> Plugin:
     )
 
 
-def _enabled(plugin: Plugin) -> bool:
+def _allowed() -> list[str] | None:
+    """The third-party plugins ``$ZOO_PLUGINS`` lists, in lower case; None when it is not set."""
+    only = os.environ.get(ONLY_PLUGINS_ENV)
+    return None if only is None else [n.strip().lower() for n in only.split(",") if n.strip()]
+
+
+def _enabled(plugin: Plugin, allowed: list[str] | None) -> bool:
     if plugin.builtin:
         return True
     if os.environ.get(DISABLE_AUTOLOAD_ENV):
         return False
-    only = os.environ.get(ONLY_PLUGINS_ENV)
-    if only is None:
-        return True
-    allowed = {n.strip().lower() for n in only.split(",") if n.strip()}
-    return plugin.distribution.lower() in allowed or plugin.name.lower() in allowed
+    return allowed is None or plugin.distribution.lower() in allowed or plugin.name.lower() in allowed
+
+
+def _warn_unmatched(plugins: list[Plugin], allowed: list[str]) -> None:
+    """A name in ``$ZOO_PLUGINS`` that is no installed plugin (a typo, say) would silently leave plugins off."""
+    third = [p for p in plugins if not p.builtin]
+    unknown = [n for n in allowed if not any(n in (p.distribution.lower(), p.name.lower()) for p in third)]
+    if unknown:
+        installed = ", ".join(sorted({p.distribution for p in third})) or "none"
+        warnings.warn(
+            f"${ONLY_PLUGINS_ENV} names {', '.join(unknown)}, which no installed plugin is (installed: {installed}); "
+            f"fix the list, or install the plugin",
+            PluginWarning,
+            stacklevel=3,
+        )
 
 
 def _fail(plugin: Plugin, stage: str, exc: BaseException) -> None:
@@ -73,7 +90,8 @@ def _fail(plugin: Plugin, stage: str, exc: BaseException) -> None:
 def load_registry(eps: Iterable[EntryPoint] | None = None) -> Registry:
     """Load every entry point in the ``zoo`` group and collect what their hooks register.
 
-    Built-ins load first, so they keep their names when a third party reuses one.
+    Built-ins load first, so they keep their names when a third party reuses one; third-party plugins
+    follow in order of distribution name, then entry-point name, so the first of them keeps a contested name.
     Each plugin loads and registers inside its own error boundary: a plugin that
     fails to import, has a misspelt hook, or raises in a hook is marked failed
     and contributes nothing, and everything else still works.
@@ -86,11 +104,14 @@ def load_registry(eps: Iterable[EntryPoint] | None = None) -> Registry:
     loaded: list[tuple[Plugin, ModuleType]] = []
 
     plugins = sorted(
-        ((_plugin_for(ep), ep) for ep in eps), key=lambda p: (not p[0].builtin, p[0].distribution, p[0].name)
+        ((_plugin_for(ep), ep) for ep in eps), key=lambda p: (not p[0].builtin, p[0].distribution.lower(), p[0].name)
     )
+    allowed = _allowed()
+    if allowed is not None and not os.environ.get(DISABLE_AUTOLOAD_ENV):
+        _warn_unmatched([p for p, _ in plugins], allowed)
     for plugin, ep in plugins:
         registry.plugins.append(plugin)
-        if not _enabled(plugin):
+        if not _enabled(plugin, allowed):
             plugin.status = "disabled"
             continue
         try:
@@ -103,7 +124,7 @@ def load_registry(eps: Iterable[EntryPoint] | None = None) -> Registry:
         loaded.append((plugin, module))
 
     for plugin, module in loaded:
-        staged: list[Item] = []
+        staged: list[Registrable] = []
         try:
             for caller in pm.get_hookcallers(module) or []:
                 kind = _HOOKS[caller.name]
@@ -137,9 +158,10 @@ def _register(pm: pluggy.PluginManager, module: ModuleType, name: str) -> None:
         )
 
 
-def _stage(staged: list[Item], kind: type, hook: str, item: object) -> None:
+def _stage(staged: list[Registrable], kind: type, hook: str, item: object) -> None:
     if not isinstance(item, kind):
-        raise TypeError(f"{hook} got {type(item).__name__}, expected zoo.{kind.__name__}")
+        package = kind.__module__.partition(".")[0]  # zoo.Architecture, click.Command
+        raise TypeError(f"{hook} got {type(item).__name__}, expected {package}.{kind.__name__}")
     staged.append(item)  # type: ignore[arg-type]
 
 

@@ -9,12 +9,13 @@ import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeAlias
 
 from zoo.errors import PluginWarning, UnknownName, ZooError, describe
 from zoo.names import normalize, resolve
 
 if TYPE_CHECKING:
+    import click
     from torch import Tensor, nn
 
 __all__ = ["DEFAULT_ULPS", "Architecture", "Dataset", "Exporter", "Plugin", "Recipe", "Registry", "Shape", "Weights"]
@@ -29,6 +30,7 @@ Runner = str | Callable[[Path], tuple[Callable[[Any], Any], dict[str, Any]]]
 Loader = str | Callable[[Split, Path, bool], "tuple[Tensor, Tensor]"]
 
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
+_COMMAND = re.compile(r"[a-z][a-z0-9-]*")
 _REFERENCE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 MAX_WEIGHTS_BYTES = 1 << 30
@@ -409,10 +411,25 @@ class Plugin:
 
 
 Item = Architecture | Dataset | Exporter | Weights
+Registrable: TypeAlias = "Item | click.Command"
+
+
+def _aliases(item: Registrable) -> tuple[str, ...]:
+    return getattr(item, "aliases", ())  # commands have none
+
+
+def _validate(item: Registrable) -> None:
+    if isinstance(item, (_Registered, Weights)):
+        item.validate()
+    elif not _COMMAND.fullmatch(item.name or ""):
+        raise ValueError(
+            f"command name {item.name!r} must be lower case letters, digits and '-', starting with a letter"
+        )
 
 
 class Registry:
-    """Architectures and data sets by name, each with the plugin that provided it."""
+    """Architectures, data sets, export formats, weights and commands by name, each with the plugin that
+    provided it."""
 
     def __init__(self) -> None:
         self.architectures: dict[str, Architecture] = {}
@@ -420,60 +437,64 @@ class Registry:
         self.exporters: dict[str, Exporter] = {}
         self.weights: dict[str, Weights] = {}
         """By ``ARCH:TAG``, in registration order."""
+        self.commands: dict[str, click.Command] = {}
+        """``zoo`` subcommands from plugins."""
         self.plugins: list[Plugin] = []
         self._providers: dict[tuple[str, str], Plugin] = {}
 
-    def _table(self, item: Item) -> tuple[str, dict[str, Any]]:
+    def _table(self, item: Registrable) -> tuple[str, dict[str, Any]]:
         if isinstance(item, Architecture):
             return "architecture", self.architectures
         if isinstance(item, Exporter):
             return "export format", self.exporters
         if isinstance(item, Weights):
             return "weights", self.weights
-        return "data set", self.datasets
+        if isinstance(item, Dataset):
+            return "data set", self.datasets
+        return "command", self.commands
 
-    def add(self, item: Item, plugin: Plugin) -> None:
+    def add(self, item: Registrable, plugin: Plugin) -> None:
         """Register ``item``; one that fails its checks is turned down, and a name or alias that is already taken
         is kept by its first owner (each with a warning)."""
         kind, table = self._table(item)
+        name, aliases = str(item.name), _aliases(item)
         try:
-            item.validate()
+            _validate(item)
         except ValueError as exc:
-            self._conflict(plugin, f"{kind} {item.name!r} from {plugin.label} is turned down: {exc}", "fix it")
+            self._conflict(plugin, f"{kind} {name!r} from {plugin.label} is turned down: {exc}", "fix it")
             return
-        owners = {normalize(s): name for name, it in table.items() for s in (name, *it.aliases)}
-        if normalize(item.name) in owners:
-            other = self._providers[(kind, owners[normalize(item.name)])]
-            self._conflict(
-                plugin, f"{kind} {item.name!r} from {plugin.label} is ignored: {other.label} already provides it"
-            )
+        owners = {normalize(s): owner for owner, it in table.items() for s in (owner, *_aliases(it))}
+        if normalize(name) in owners:
+            other = self._providers[(kind, owners[normalize(name)])]
+            self._conflict(plugin, f"{kind} {name!r} from {plugin.label} is ignored: {other.label} already provides it")
             return
-        taken = [a for a in item.aliases if normalize(a) in owners]
+        taken = [a for a in aliases if normalize(a) in owners]
         for alias in taken:
             other = self._providers[(kind, owners[normalize(alias)])]
             self._conflict(
                 plugin,
-                f"alias {alias!r} of {kind} {item.name} from {plugin.label} is ignored: {other.label} already uses it",
+                f"alias {alias!r} of {kind} {name} from {plugin.label} is ignored: {other.label} already uses it",
             )
-        if taken:
-            item = dataclasses.replace(item, aliases=tuple(a for a in item.aliases if a not in taken))  # type: ignore[arg-type]
-        if not isinstance(item, Weights):
+        if taken and isinstance(item, _Registered):
+            item = dataclasses.replace(item, aliases=tuple(a for a in aliases if a not in taken))
+        if isinstance(item, _Registered):
             object.__setattr__(item, "provided_by", plugin.label)  # frozen, but not yet shared
-        table[item.name] = item
-        self._providers[(kind, item.name)] = plugin
-        plugin.provides.append(f"{kind} {item.name}")
+        table[name] = item
+        self._providers[(kind, name)] = plugin
+        plugin.provides.append(f"{kind} {name}")
 
     def _conflict(self, plugin: Plugin, message: str, fix: str = "rename it in the plugin") -> None:
         plugin.conflicts.append(message)
         warnings.warn(f"{message}; {fix}", PluginWarning, stacklevel=3)
 
-    def remove(self, item: Item, reason: str, fix: str) -> None:
+    def remove(self, item: Registrable, reason: str, fix: str) -> None:
         """Take back what a plugin registered, with a warning saying why and how to fix it."""
         kind, table = self._table(item)
-        del table[item.name]
-        plugin = self._providers.pop((kind, item.name))
-        plugin.provides.remove(f"{kind} {item.name}")
-        self._conflict(plugin, f"{kind} {item.name} from {plugin.label} {reason}", fix)
+        name = str(item.name)
+        del table[name]
+        plugin = self._providers.pop((kind, name))
+        plugin.provides.remove(f"{kind} {name}")
+        self._conflict(plugin, f"{kind} {name} from {plugin.label} {reason}", fix)
 
     def provider(self, item: Item) -> Plugin:
         kind, _ = self._table(item)
@@ -510,9 +531,11 @@ class Registry:
         raise UnknownName(f"{arch.name} has no weights tagged {tag!r}; "
                           f"it has {', '.join(w.name for w in published)} (see `zoo weights {arch.name}`)")  # fmt: skip
 
-    def lookup(self, name: str) -> Architecture | Dataset:
-        """An architecture or a data set, whichever ``name`` stands for (architectures win a tie)."""
-        tables: Mapping[str, Architecture | Dataset] = {**self.datasets, **self.architectures}
+    def lookup(self, name: str) -> Architecture | Dataset | Exporter:
+        """An architecture, a data set or an export format, whichever ``name`` stands for (in that order when
+        two kinds share a name)."""
+        tables: Mapping[str, Architecture | Dataset | Exporter] = {**self.exporters, **self.datasets,
+                                                                   **self.architectures}  # fmt: skip
         return tables[resolve(name, _spellings(tables))]
 
 

@@ -10,7 +10,7 @@ Use it from a plugin's own tests, one pytest item per check::
         case.assert_passes()
 
 or all at once with ``testing.assert_conforms("zoo-mynets")``, or from the command line: ``zoo check zoo-mynets``.
-A name is a distribution, an entry point, an architecture or a data set.
+A name is a distribution, an entry point, an architecture, a data set or an export format.
 """
 
 from __future__ import annotations
@@ -362,7 +362,8 @@ def _tolerances(registry: Registry, tolerances: Mapping[str, float] | None) -> d
 def cases(
     name: str, data_dir: str | Path | None = None, *, tolerances: Mapping[str, float] | None = None
 ) -> list[Case]:
-    """The checks on a plugin (distribution or entry-point name: all it provides) or one architecture or data set.
+    """The checks on a plugin (distribution or entry-point name: all it provides) or one architecture, data set
+    or export format.
 
     Nothing heavy runs until a case is run, so a test module can parametrize over them at collection.
     ``tolerances`` allows a float32 format more rounding steps than the default (``{"onnx": 256}``).
@@ -378,6 +379,8 @@ def cases(
             raise UnknownName(f"{error}; installed plugins: {installed} (see `zoo plugins`)") from None
         if isinstance(item, Architecture):
             return _architecture_cases(item, registry, allowed)
+        if isinstance(item, Exporter):
+            return _exporter_cases(item, registry, allowed)
         return _dataset_cases(item, data_dir)
     found = []
     for plugin in plugins:

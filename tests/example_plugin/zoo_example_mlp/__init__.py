@@ -1,10 +1,14 @@
-"""An example zoo plugin: one architecture (a tiny MLP) and one data set (generated stripes)."""
+"""An example zoo plugin: one architecture (a tiny MLP), one data set (generated stripes) and a command."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import click
+
 import zoo
+
+CLASSES = ("horizontal", "vertical")
 
 
 def load_stripes(split: str, root: object, download: bool) -> tuple[object, object]:
@@ -35,6 +39,20 @@ def register_architectures(register: Callable[[zoo.Architecture], None]) -> None
 def register_datasets(register: Callable[[zoo.Dataset], None]) -> None:
     register(zoo.Dataset(
         name="stripes", loader=load_stripes, summary="horizontal or vertical stripes",
-        classes=("horizontal", "vertical"), shape=(1, 28, 28), mean=(0.5,), std=(0.4,),
+        classes=CLASSES, shape=(1, 28, 28), mean=(0.5,), std=(0.4,),
         train_size=2000, test_size=400, downloads=False,
     ))  # fmt: skip
+
+
+@click.command("stripes")
+@click.argument("split", type=click.Choice(["train", "test"]), default="test")
+def stripes_command(split: str) -> None:
+    """Count the stripes data set's images per class."""
+    _, labels = load_stripes(split, None, False)
+    for index, name in enumerate(CLASSES):
+        click.echo(f"{name}: {int((labels == index).sum())}")
+
+
+@zoo.hookimpl
+def register_commands(register: Callable[[click.Command], None]) -> None:
+    register(stripes_command)
