@@ -62,7 +62,6 @@ def run_torchscript(path: Path) -> tuple[Run, dict[str, Any]]:
 # ONNX: the TorchScript-based exporter, chosen on purpose (tests/benchmarks/export.py): it needs no
 # onnxscript, exports in tens of milliseconds, and writes one self-contained file with a dynamic batch axis.
 def write_onnx(model: nn.Module, example: torch.Tensor, meta: dict[str, Any], path: Path, opset: int) -> None:
-    import onnx
     import torch
 
     with warnings.catch_warnings():  # the legacy exporter is chosen on purpose: its deprecation notices are known
@@ -77,11 +76,100 @@ def write_onnx(model: nn.Module, example: torch.Tensor, meta: dict[str, Any], pa
             dynamic_axes={"input": {0: "batch"}, "scores": {0: "batch"}},
             dynamo=False,
         )
-    proto = onnx.load(str(path))
-    for key, value in encode(meta).items():  # as in a safetensors file: readable by any ONNX tool
+    _save_onnx(_load_onnx(path), meta, path)
+
+
+def _load_onnx(path: Path) -> Any:
+    import onnx
+
+    return onnx.load(str(path))
+
+
+def _save_onnx(proto: Any, meta: dict[str, Any], path: Path) -> None:
+    """Save ``proto`` to ``path`` with ``meta`` as its metadata, as in a safetensors file: readable by any ONNX tool."""
+    import onnx
+
+    del proto.metadata_props[:]
+    for key, value in encode(meta).items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.save(proto, str(path))
+
+
+def _fold_batch_norms(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with each batch norm that follows a convolution or linear layer in an ``nn.Sequential``
+    folded into that layer, so that it is quantized as one layer (onnxruntime folds a batch norm after a
+    convolution itself, not one after a linear layer)."""
+    import copy
+
+    from torch import nn
+    from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
+
+    folded = copy.deepcopy(model).eval()
+    for seq in [m for m in folded.modules() if isinstance(m, nn.Sequential)]:
+        for i in range(1, len(seq)):
+            layer, norm = seq[i - 1], seq[i]
+            if isinstance(layer, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d):
+                seq[i - 1], seq[i] = fuse_conv_bn_eval(layer, norm), nn.Identity()
+            elif isinstance(layer, nn.Linear) and isinstance(norm, nn.BatchNorm1d):
+                seq[i - 1], seq[i] = fuse_linear_bn_eval(layer, norm), nn.Identity()
+    return folded
+
+
+# onnx_int8: static quantization by onnxruntime (QDQ, int8 weights and activations, the activations' ranges
+# calibrated on the training images zoo hands over as `example`); approximate, so proved on the test split.
+# One scale per tensor: per-channel weights lost lenet_bn 8 points (agreement 87.8% against 98.8%) and gained the
+# MNIST nets nothing (cnn6 99.60% against 99.87%, cnn32 99.80% against 99.77%, first 3,000 test images).
+def write_onnx_int8(model: nn.Module, example: torch.Tensor, meta: dict[str, Any], path: Path, opset: int) -> None:
+    import logging
+    import tempfile
+
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.batches = iter([{"input": example[i : i + 32].numpy()} for i in range(0, len(example), 32)])
+
+        def get_next(self) -> dict[str, Any] | None:
+            return next(self.batches, None)
+
+    silenced = logging.root.manager.disable
+    logging.disable(logging.WARNING)  # onnxruntime.quantization logs advice to the root logger, for its developers
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            float32, prepared, quantized = (Path(tmp) / f"{n}.onnx" for n in ("float32", "prepared", "int8"))
+            write_onnx(_fold_batch_norms(model), example[:2], {}, float32, max(opset, 13))  # QDQ needs opset 13
+            quant_pre_process(str(float32), str(prepared))  # shape inference and graph optimisation
+            quantize_static(str(prepared), str(quantized), Reader(), quant_format=QuantFormat.QDQ, per_channel=False,
+                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)  # fmt: skip
+            _save_onnx(_load_onnx(quantized), meta, path)
+    finally:
+        logging.disable(silenced)
+
+
+# onnx_fp16: weights stored as float16 (half the file), cast to float32 where the graph starts: onnxruntime's CPU
+# provider has no float16 arithmetic on x86, so the activations stay float32.  Approximate: the weights are rounded.
+def write_onnx_fp16(model: nn.Module, example: torch.Tensor, meta: dict[str, Any], path: Path, opset: int) -> None:
+    import tempfile
+
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    with tempfile.TemporaryDirectory() as tmp:
+        float32 = Path(tmp) / "float32.onnx"
+        write_onnx(model, example[:2], {}, float32, opset)
+        proto = _load_onnx(float32)
+    graph, casts = proto.graph, []
+    for tensor in graph.initializer:
+        if tensor.data_type == TensorProto.FLOAT:
+            name = tensor.name
+            tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor).astype(np.float16), f"{name}.fp16"))
+            casts.append(helper.make_node("Cast", [tensor.name], [name], to=TensorProto.FLOAT))
+    nodes = [*casts, *graph.node]  # the casts read only initializers, so they go first in topological order
+    del graph.node[:]
+    graph.node.extend(nodes)
+    _save_onnx(proto, meta, path)
 
 
 def run_onnx(path: Path) -> tuple[Run, dict[str, Any]]:
@@ -136,7 +224,7 @@ def register_exporters(register: Callable[[Exporter], None]) -> None:
             suffix=".safetensors",
             writer=f"{here}:write_safetensors",
             runner=f"{here}:run_safetensors",
-            exact=True,
+            proof="exact",
             summary="weights and metadata; reloaded into a fresh model, outputs bit-identical",
         )
     )
@@ -160,6 +248,28 @@ def register_exporters(register: Callable[[Exporter], None]) -> None:
             writer=f"{here}:write_onnx",
             runner=f"{here}:run_onnx",
             summary="ONNX with a dynamic batch axis, proved with onnxruntime",
+        )
+    )
+    register(
+        Exporter(
+            name="onnx_int8",
+            suffix=".int8.onnx",
+            writer=f"{here}:write_onnx_int8",
+            runner=f"{here}:run_onnx",
+            aliases=("int8",),
+            proof="approximate",
+            summary="ONNX quantized to int8 (static, calibrated on training images); about a quarter of the size",
+        )
+    )
+    register(
+        Exporter(
+            name="onnx_fp16",
+            suffix=".fp16.onnx",
+            writer=f"{here}:write_onnx_fp16",
+            runner=f"{here}:run_onnx",
+            aliases=("fp16",),
+            proof="approximate",
+            summary="ONNX with float16 weights, computed in float32; half the size",
         )
     )
     register(

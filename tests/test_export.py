@@ -21,7 +21,8 @@ from zoo.loader import load_registry
 
 REGISTRY = load_registry()
 ARCHS = sorted(REGISTRY.architectures)
-FORMATS = sorted(REGISTRY.exporters)
+FORMATS = sorted(name for name, e in REGISTRY.exporters.items() if e.proof != "approximate")
+"""What `zoo export` writes by default; approximate formats need the data set's images and are written when named."""
 
 
 def zoo(*args: str) -> Result:
@@ -256,3 +257,86 @@ def test_library_export_raises_on_mismatch_with_the_result(trained: dict[str, Pa
     with pytest.raises(ExportError) as info:
         export(str(trained["lenet_bn"]), ["onnx"], out=tmp_path, ulps=0.0)
     assert info.value.result is not None and not all(c.passed for c in info.value.result.checks)
+
+
+FLIPPING = """
+import numpy as np
+import zoo
+from zoo.exporters import formats
+
+
+def run_flipping(path):
+    run, meta = formats.run_onnx(path)
+
+    def flipped(x):  # the top class of every 16th image moved to the next class: 6.25% of answers changed
+        scores = run(x)
+        rows = np.arange(0, len(scores), 16)
+        scores[rows] = np.roll(scores[rows], 1, axis=1)
+        return scores
+
+    return flipped, meta
+
+
+@zoo.hookimpl
+def register_exporters(register):
+    for name, agreement in [("flipping", 0.995), ("flipping_allowed", 0.9)]:
+        register(zoo.Exporter(name=name, suffix=f".{name}.onnx", writer=formats.write_onnx, runner=run_flipping,
+                              summary="6.25% of answers changed", proof="approximate", min_agreement=agreement,
+                              max_accuracy_drop=0.5))
+"""  # fmt: skip
+
+
+def test_an_approximate_format_is_judged_by_top1_agreement_on_the_test_split(
+    fake_dist: FakeDist, trained: dict[str, Path], tmp_path: Path
+) -> None:
+    fake_dist("zoo-flipping", FLIPPING)
+    out = tmp_path / "out"
+    result = zoo("export", str(trained["mnist_cnn6_16"]), "--format", "flipping", "--format", "flipping_allowed",
+                 "--out", str(out))  # fmt: skip
+    assert result.exit_code == 1
+    assert "flipping on 2000 test images: top-1 agreement 93.75%" in result.stderr
+    assert "needed: on the test split, the model's top class on at least 99.5% of images" in result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "mnist_cnn6_16.flipping_allowed.onnx"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["files"]["flipping_allowed"]["proof"] == {
+        "policy": "approximate", "min_agreement": 0.9, "max_accuracy_drop": 0.5
+    }  # fmt: skip
+    judged = [c for c in manifest["verification"] if c["format"] == "flipping_allowed"]
+    assert [(c["inputs"], c["batch_size"], c["top1_agreement"]) for c in judged] == [("test", 2000, 0.9375)]
+
+
+def test_an_approximate_format_without_the_test_images_is_not_written(tmp_path: Path) -> None:
+    result = zoo("export", "cnn6", "--untrained", "--format", "int8", "--out", str(tmp_path))
+    assert result.exit_code == 1
+    assert "onnx_int8 is approximate and is proved on the test split's images, which are not at hand" in result.stderr
+    assert not list(tmp_path.glob("*.onnx"))
+
+
+LOOSE_INT8 = """
+import zoo
+
+
+@zoo.hookimpl
+def register_exporters(register):
+    register(zoo.Exporter(name="int8_loose", suffix=".loose.int8.onnx", writer="zoo.exporters.formats:write_onnx_int8",
+                          runner="zoo.exporters.formats:run_onnx", summary="onnx_int8, judged loosely",
+                          proof="approximate", min_agreement=0.9))
+"""  # fmt: skip
+
+
+@pytest.mark.parametrize("arch", ["mnist_cnn32", "lenet_bn"])
+def test_int8_and_fp16_files_are_smaller_and_proved(
+    arch: str, fake_dist: FakeDist, trained: dict[str, Path], tmp_path: Path
+) -> None:
+    """The int8 writer, under a looser agreement threshold: the tests' one-epoch models have too many near ties for
+    99.5% (the built-in onnx_int8's figures on MNIST and FashionMNIST are measured by tests/benchmarks/formats.py)."""
+    fake_dist("zoo-loose", LOOSE_INT8)
+    result = export(str(trained[arch]), ["onnx", "onnx_fp16", "int8_loose"], out=tmp_path)
+    size = {name: path.stat().st_size for name, path in result.files.items()}
+    assert size["onnx_fp16"] <= 0.55 * size["onnx"] and size["int8_loose"] <= 0.32 * size["onnx"]
+    judged = {c.format: c for c in result.checks if c.inputs == "test"}
+    assert set(judged) == {"onnx_fp16", "int8_loose"} and all(c.batch_size == 2000 for c in judged.values())
+    assert judged["onnx_fp16"].top1_agreement >= 0.995
+    assert judged["int8_loose"].top1_agreement >= 0.9 and judged["int8_loose"].accuracy_change >= -0.003
+    graph = onnx.load(str(result.files["int8_loose"]))
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in graph.graph.node} and graph.metadata_props

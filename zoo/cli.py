@@ -173,7 +173,7 @@ def _dataset_json(registry: Registry, d: Dataset) -> dict[str, Any]:
 
 
 def _format_json(registry: Registry, e: Exporter) -> dict[str, Any]:
-    return {"name": e.name, "aliases": list(e.aliases), "suffix": e.suffix, "summary": e.summary, "exact": e.exact,
+    return {"name": e.name, "aliases": list(e.aliases), "suffix": e.suffix, "summary": e.summary, "proof": e.proof,
             "runs_code": e.runs_code, "provider": _provider_json(registry, e)}  # fmt: skip
 
 
@@ -202,10 +202,10 @@ def _format_info(registry: Registry, exporter: Exporter) -> None:
     click.echo(f"{exporter.name}: {exporter.summary}; provided by {registry.provider(exporter).label}")
     if exporter.aliases:
         click.echo(f"aliases: {', '.join(exporter.aliases)}")
-    click.echo(f"files: *{exporter.suffix}, written by `zoo export ARCH --{exporter.name}`; "
+    click.echo(f"files: *{exporter.suffix}, written by `zoo export ARCH --format {exporter.name}`; "
                f"`zoo predict` and `zoo eval` run them by that suffix")  # fmt: skip
-    precision = "bit-identical to the model" if exporter.exact else f"within {DEFAULT_ULPS:g} float32 rounding steps"
-    click.echo(f"proof: every file is run with the format's own runtime and must give outputs {precision}")
+    click.echo(f"proof ({exporter.proof}): every file is run with the format's own runtime and must give "
+               f"{exporter.describe_proof()}")  # fmt: skip
     if exporter.runs_code:
         click.echo("loading runs code the file carries: zoo loads such a file only with --trust")
     if exporter.notice:
@@ -496,7 +496,12 @@ def predict(ctx: click.Context, weights: str, images: tuple[str, ...], top_k: in
 @click.option("--onnx", is_flag=True, help="ONNX, checked with onnxruntime.")
 @click.option("--pt2", is_flag=True, help="torch.export program.")
 @click.option("--format", "extra", multiple=True, metavar="NAME", help="Another registered format (repeatable).")
-@click.option("--all", "all_formats", is_flag=True, help="Every registered format (the default).")
+@click.option(
+    "--all",
+    "all_formats",
+    is_flag=True,
+    help="Every registered format, int8 and fp16 included [default: all but those approximate ones].",
+)
 @click.option("--weights", help="A checkpoint file, run directory or published ARCH:TAG to export.")
 @click.option("--untrained", is_flag=True, help="Export freshly initialised weights, on purpose.")
 @click.option("--out", type=click.Path(file_okay=False),
@@ -526,7 +531,8 @@ def export(target: str, safetensors: bool, torchscript: bool, onnx: bool, pt2: b
     from zoo.exporting import export as run_export
 
     flags = {"safetensors": safetensors, "torchscript": torchscript, "onnx": onnx, "pt2": pt2}
-    formats = None if all_formats else [name for name, on in flags.items() if on] + list(extra) or None
+    chosen = [name for name, on in flags.items() if on] + list(extra)
+    formats = list(get_registry().exporters) if all_formats else chosen or None
     try:
         sizes = [int(b) for b in batch_sizes.split(",")]
     except ValueError:

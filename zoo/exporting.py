@@ -6,6 +6,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,6 +35,10 @@ class ExportError(ZooError):
 
 
 FLOAT32_EPS = float(np.finfo(np.float32).eps)
+MAX_TEST_IMAGES = 10_000
+"""An approximate format is judged on at most this many of the test split's images."""
+CALIBRATION_IMAGES = 256
+"""Training images handed to an approximate format's writer (``example``) to calibrate on."""
 
 
 def rounding_steps(expected: np.ndarray, got: np.ndarray) -> np.ndarray:
@@ -67,6 +72,8 @@ class Check:
     """The largest difference in float32 rounding steps at the row's scale (see :func:`rounding_steps`)."""
     top1_agreement: float
     passed: bool
+    accuracy_change: float | None = None
+    """Test accuracy of the file minus the model's (a fraction), where labelled images judged it."""
 
 
 @dataclass
@@ -77,13 +84,25 @@ class ExportResult:
     notices: list[str] = field(default_factory=list)
 
     def table(self) -> str:
-        lines = [f"{'format':<12} {'inputs':<7} {'batch':>5} {'max abs':>10} {'ulps':>8} {'top-1':>7}  result"]
+        lines = [f"{'format':<12} {'inputs':<7} {'batch':>5} {'max abs':>10} {'ulps':>9} {'top-1':>7} {'accuracy':>9}  "
+                 f"result"]  # fmt: skip
         for c in self.checks:
+            change = "" if c.accuracy_change is None else f"{c.accuracy_change * 100:+.2f} pt"
             lines.append(
-                f"{c.format:<12} {c.inputs:<7} {c.batch_size:>5} {c.max_abs:>10.2e} {c.ulps:>8.1f} "
-                f"{c.top1_agreement:>7.1%}  {'ok' if c.passed else 'FAILED'}"
+                f"{c.format:<12} {c.inputs:<7} {c.batch_size:>5} {c.max_abs:>10.2e} {c.ulps:>9.1f} "
+                f"{c.top1_agreement:>7.2%} {change:>9}  {'ok' if c.passed else 'FAILED'}"
             )
         return "\n".join(lines)
+
+
+@dataclass
+class _Inputs:
+    """What the files are proved on: batches of real and random images (exact and float32 formats), the test
+    split's labelled images (approximate formats), and training images to calibrate on."""
+
+    batches: list[tuple[str, np.ndarray]]
+    test: tuple[np.ndarray, np.ndarray] | None = None
+    calibration: torch.Tensor | None = None
 
 
 def _source(
@@ -132,9 +151,15 @@ def _published(weights: Weights) -> tuple[torch.nn.Module, ModelCard, str, Path,
 
 
 def _inputs(
-    card: ModelCard, batch_sizes: Sequence[int], dataset: str | None, data_dir: str | Path | None, notices: list[str]
-) -> list[tuple[str, np.ndarray]]:
-    """Real test images where they are at hand, and random ones in the normalised range.
+    card: ModelCard,
+    batch_sizes: Sequence[int],
+    dataset: str | None,
+    data_dir: str | Path | None,
+    notices: list[str],
+    approximate: bool,
+) -> _Inputs:
+    """Real test images where they are at hand, and random ones in the normalised range; with ``approximate``,
+    the labelled test split and calibration images from the training split too.
 
     The images are ``dataset``'s (a name or a folder), else those of the registered data set the model
     was trained on; a folder recorded in the file is read only when named.  Without them, ``notices`` says so.
@@ -142,7 +167,7 @@ def _inputs(
     c, h, _ = shape = card.input_shape
     largest = max(batch_sizes)
     generator = torch.Generator().manual_seed(0)
-    batches: list[tuple[str, np.ndarray]] = []
+    inputs = _Inputs([])
     real = None
     if dataset is None and card.dataset_is_folder:
         notices.append(
@@ -156,17 +181,23 @@ def _inputs(
                 if dataset
                 else get_registry().dataset(str(card.dataset))
             )
-            images, _ = found.load("test", resolve_data_dir(data_dir), download=False)
+            root = resolve_data_dir(data_dir)
+            images, labels = found.load("test", root, download=False)
+            train = found.load("train", root, download=False)[0] if approximate else None
         except ZooError as exc:
             notices.append(f"compared on random inputs only: {exc}")
         else:
             normalize = Normalizer(card.mean, card.std, torch.device("cpu"), channels_last=False)
             real = normalize(images[:largest]).numpy()
+            if approximate and train is not None:
+                test = normalize(images[:MAX_TEST_IMAGES]).numpy(), labels[:MAX_TEST_IMAGES].numpy()
+                picked = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:CALIBRATION_IMAGES]
+                inputs = _Inputs([], test, normalize(train[picked]))
     for b in batch_sizes:
         if real is not None:
-            batches.append(("real", np.ascontiguousarray(real[:b])))
-        batches.append(("random", torch.randn(b, *shape, generator=generator).numpy()))
-    return batches
+            inputs.batches.append(("real", np.ascontiguousarray(real[:b])))
+        inputs.batches.append(("random", torch.randn(b, *shape, generator=generator).numpy()))
+    return inputs
 
 
 def _verify(
@@ -174,7 +205,7 @@ def _verify(
     path: Path,
     model: torch.nn.Module,
     card: ModelCard,
-    inputs: list[tuple[str, np.ndarray]],
+    inputs: _Inputs,
     ulps: float,
 ) -> list[Check]:
     """Load the written file with its own runtime, check it carries the card, and compare its outputs with the
@@ -182,6 +213,7 @@ def _verify(
 
     An exact format must be bit-identical.  A float32 one must stay within ``ulps`` rounding steps
     of every output row, and agree on the top class wherever the model's top two are further apart.
+    An approximate one is judged on the labelled test images alone (see :func:`_judge`).
     """
     run, meta = exporter.load(path)
     changed = [k for k, v in card.to_json().items() if meta.get(k) != v]
@@ -190,8 +222,10 @@ def _verify(
             f"{exporter.name}: the file's runner does not give back the metadata its writer was given "
             f"({', '.join(changed)} differ); it must return the same dict of JSON values"
         )
+    if exporter.proof == "approximate":
+        return [_judge(exporter, run, model, inputs.test)]
     checks = []
-    for kind, x in inputs:
+    for kind, x in inputs.batches:
         with torch.inference_mode():
             expected = model(torch.from_numpy(x)).float().numpy()
         got = np.asarray(run(x), dtype=np.float32)
@@ -199,13 +233,61 @@ def _verify(
             checks.append(Check(exporter.name, kind, len(x), float("inf"), float("inf"), 0.0, False))
             continue
         steps = float(rounding_steps(expected, got).max())
-        if exporter.exact:
+        if exporter.proof == "exact":
             passed = bool((got == expected).all())
         else:
             passed = steps <= ulps and top1_disagreements(expected, got, ulps) == 0
         agreement = float((got.argmax(1) == expected.argmax(1)).mean())
         checks.append(Check(exporter.name, kind, len(x), float(np.abs(got - expected).max()), steps, agreement, passed))
     return checks
+
+
+def _judge(exporter: Exporter, run: Any, model: torch.nn.Module, test: tuple[np.ndarray, np.ndarray] | None) -> Check:
+    """An approximate file against the model on the test split: the share of images where both pick the same
+    class, and the change in accuracy.  Random inputs say nothing about a quantized model, so none are used."""
+    if test is None:
+        raise ExportError(
+            f"{exporter.name} is approximate and is proved on the test split's images, which are not at hand; "
+            f"pass --data-dir (or --dataset) where they are"
+        )
+    images, labels = test
+    expected, got = [], []
+    for start in range(0, len(images), 256):
+        x = images[start : start + 256]
+        with torch.inference_mode():
+            expected.append(model(torch.from_numpy(x)).float().numpy())
+        got.append(np.asarray(run(x), dtype=np.float32))
+    want, have = np.concatenate(expected), np.concatenate(got)
+    if want.shape != have.shape:
+        return Check(exporter.name, "test", len(images), float("inf"), float("inf"), 0.0, False)
+    agreement = float((want.argmax(1) == have.argmax(1)).mean())
+    change = float((have.argmax(1) == labels).mean() - (want.argmax(1) == labels).mean())
+    passed = agreement >= exporter.min_agreement and -change <= exporter.max_accuracy_drop + 1e-12
+    steps = float(rounding_steps(want, have).max())
+    return Check(exporter.name, "test", len(images), float(np.abs(have - want).max()), steps, agreement, passed,
+                 change)  # fmt: skip
+
+
+def _failure(exporter: Exporter, failed: list[Check], ulps: float) -> str:
+    if exporter.proof == "approximate":
+        c = failed[0]
+        change = "" if c.accuracy_change is None else f", accuracy {c.accuracy_change * 100:+.2f} points"
+        return (f"{exporter.name} on {c.batch_size} test images: top-1 agreement {c.top1_agreement:.2%}{change}; "
+                f"needed: {exporter.describe_proof()}")  # fmt: skip
+    sizes = ", ".join(str(b) for b in sorted({c.batch_size for c in failed}))
+    worst = max(c.ulps for c in failed)
+    allowed = "0" if exporter.proof == "exact" else f"{ulps:g}"
+    return f"{exporter.name} at batch size {sizes} ({worst:.3g} float32 rounding steps; allowed: {allowed})"
+
+
+def _proof(exporter: Exporter, ulps: float) -> dict[str, Any]:
+    """How the file was proved, as the manifest records it."""
+    if exporter.proof == "float32":
+        return {"policy": "float32", "rounding_steps": ulps}
+    if exporter.proof == "approximate":
+        return {"policy": "approximate", "min_agreement": exporter.min_agreement,
+                "max_accuracy_drop": exporter.max_accuracy_drop}  # fmt: skip
+    return {"policy": "exact"}
 
 
 def export(
@@ -230,7 +312,10 @@ def export(
     into place.  Raises :class:`ExportError` naming each format and batch size that failed.
     """
     registry = get_registry()
-    exporters = [registry.exporter(f) for f in formats] if formats else list(registry.exporters.values())
+    if formats:
+        exporters = [registry.exporter(f) for f in formats]
+    else:  # approximate formats need the data set's images: written when named
+        exporters = [e for e in registry.exporters.values() if e.proof != "approximate"]
     if not batch_sizes or min(batch_sizes) < 1:
         raise SettingError("batch_sizes", "must be positive integers, such as 1,2,64")
     notices: list[str] = []
@@ -247,9 +332,10 @@ def export(
     except OSError as exc:
         raise ZooError(f"cannot write to {result.out} ({exc.strerror}); pass --out DIR") from exc
 
-    example = torch.zeros(2, *card.input_shape)
     data_dir = data_dir or (origin and recorded_data_dir(origin))
-    inputs = _inputs(card, batch_sizes, dataset, data_dir, result.notices)
+    approximate = any(e.proof == "approximate" for e in exporters)
+    inputs = _inputs(card, batch_sizes, dataset, data_dir, result.notices, approximate)
+    example = inputs.calibration if inputs.calibration is not None else torch.zeros(2, *card.input_shape)
     failures = []
     for exporter in exporters:
         try:
@@ -259,12 +345,7 @@ def export(
                 result.checks += checks
                 failed = [c for c in checks if not c.passed]
                 if failed:  # the temporary file is removed: nothing lands under the final name
-                    sizes = ", ".join(str(b) for b in sorted({c.batch_size for c in failed}))
-                    worst = max(c.ulps for c in failed)
-                    raise ExportError(
-                        f"{exporter.name} at batch size {sizes} ({worst:.3g} float32 rounding steps; "
-                        f"allowed: {'0' if exporter.exact else f'{ulps:g}'})"
-                    )
+                    raise ExportError(_failure(exporter, failed, ulps))
         except ExportError as exc:
             failures.append(str(exc))
             continue
@@ -292,11 +373,12 @@ def export(
                 "onnx": onnx.__version__,
                 "onnxruntime": onnxruntime.__version__,
             },
-            "tolerance": {"float32_rounding_steps": ulps},
             "files": {
                 **kept,
                 **{
-                    f: {"path": p.name, "sha256": sha256(p), "bytes": p.stat().st_size} for f, p in result.files.items()
+                    f: {"path": p.name, "sha256": sha256(p), "bytes": p.stat().st_size, "proof": _proof(e, ulps)}
+                    for f, p in result.files.items()
+                    for e in [registry.exporter(f)]
                 },
             },
             "verification": [c for c in earlier.get("verification", []) if c["format"] in kept]

@@ -261,7 +261,8 @@ class Exporter(_Registered):
     """An export format: how to write a model to a file, and how to run that file to prove it.
 
     ``writer(model, example, meta, path, opset)`` writes the eval-mode ``model`` (``example``
-    is a float input batch) to ``path`` with ``meta`` stored inside the file.
+    is a float input batch: real training images when an approximate format is written, its calibration
+    data) to ``path`` with ``meta`` stored inside the file.
     ``runner(path)`` loads the file with the format's own runtime and returns
     ``(run, meta)``: ``run`` maps a float32 numpy batch N×C×H×W to numpy scores.
     """
@@ -272,8 +273,14 @@ class Exporter(_Registered):
     runner: Runner
     summary: str
     aliases: tuple[str, ...] = ()
-    exact: bool = False
-    """Outputs must be bit-identical to the model's, not merely within tolerance."""
+    proof: Literal["exact", "float32", "approximate"] = "float32"
+    """How a file is proved: ``exact`` outputs bit-identical to the model's; ``float32`` within float32 rounding
+    (``zoo export --ulps``) on real and random inputs; ``approximate`` (int8, float16) judged on the test split's
+    real images by top-1 agreement with the model and the change in accuracy."""
+    min_agreement: float = 0.995
+    """``approximate``: the least share of test images whose top class must match the model's."""
+    max_accuracy_drop: float = 0.003
+    """``approximate``: how much test accuracy (a fraction: 0.003 is 0.3 points) the file may lose."""
     notice: str = ""
     """Said once to the user when the format is written (a deprecation, say)."""
     runs_code: bool = False
@@ -287,6 +294,19 @@ class Exporter(_Registered):
         super().validate()
         if not re.fullmatch(r"\.[a-z0-9][a-z0-9_.]*", self.suffix):
             raise ValueError(f"suffix must be a file suffix such as '.onnx', got {self.suffix!r}")
+        if self.proof not in ("exact", "float32", "approximate"):
+            raise ValueError(f"proof must be 'exact', 'float32' or 'approximate', got {self.proof!r}")
+        if not (0 < self.min_agreement <= 1 and 0 <= self.max_accuracy_drop < 1):
+            raise ValueError("min_agreement must be in (0, 1] and max_accuracy_drop in [0, 1)")
+
+    def describe_proof(self, ulps: float = DEFAULT_ULPS) -> str:
+        """What a file of this format must show, in words."""
+        if self.proof == "exact":
+            return "outputs bit-identical to the model's"
+        if self.proof == "float32":
+            return f"outputs within {ulps:g} float32 rounding steps of the model's"
+        return (f"on the test split, the model's top class on at least {self.min_agreement:.1%} of images and "
+                f"at most {self.max_accuracy_drop * 100:.2g} points of accuracy lost")  # fmt: skip
 
     def write(self, model: nn.Module, example: Tensor, meta: dict[str, Any], path: Path, opset: int) -> None:
         self.resolve("writer")(model, example, meta, path, opset)

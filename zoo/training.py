@@ -314,8 +314,9 @@ def train_one_epoch(
     stop: list[int],
     on_step: Any = None,
     group: distributed.Group = distributed.ONE,
-) -> None:
+) -> bool:
     """Train from ``state.step`` to the end of the epoch, the step budget, or a signal; ``state`` is updated.
+    Returns True if a signal stopped it: every process then stops at the same step.
 
     ``config.batch_size`` is the batch of all processes together: each takes its slice of every batch of the
     same seeded order, so that N processes compute what one would, N times faster where the hardware allows.
@@ -345,11 +346,14 @@ def train_one_epoch(
 
     start = time.perf_counter()
     share = config.batch_size // group.world
+    stopped = False
     for images, labels in batches(split, config.batch_size, order, start=state.step, drop_last=True):
         global_step = state.epoch * steps_per_epoch + state.step
-        if group.any(bool(stop)) and not stop:  # a signal that reached another process stops this one too
+        # Stop on what the processes agreed, not on `stop` itself: a signal may land in one of them just after.
+        stopped = group.any(bool(stop))
+        if stopped and not stop:  # a signal that reached another process stops this one too
             stop.append(signal.SIGTERM)
-        if global_step >= total_steps or stop:
+        if global_step >= total_steps or stopped:
             break
         if group.active:
             mine = slice(group.rank * share, (group.rank + 1) * share)
@@ -378,6 +382,7 @@ def train_one_epoch(
             on_step(state, time.perf_counter() - start)
     flush()
     state.seconds += time.perf_counter() - start
+    return stopped
 
 
 @dataclass
@@ -580,7 +585,7 @@ def train(
         with _interrupts(f"continue from the last checkpoint with: zoo train --resume {path}") as stop:
             while state.epoch < config.epochs and state.epoch * steps_per_epoch + state.step < total_steps:
                 reporter.start(state)
-                train_one_epoch(
+                stopped = train_one_epoch(
                     trained,
                     data.train,
                     normalize,
@@ -593,7 +598,7 @@ def train(
                     reporter.step,
                     group,
                 )
-                if stop:
+                if stopped:
                     save_last()
                     raise TrainingInterrupted(
                         f"stopped by {signal.Signals(stop[0]).name} at epoch {state.epoch + 1}, step {state.step}; "
