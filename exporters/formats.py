@@ -258,7 +258,7 @@ def register_exporters(register: Callable[[Exporter], None]) -> None:
             runner=f"{here}:run_onnx",
             aliases=("int8",),
             proof="approximate",
-            summary="ONNX quantized to int8 (static, calibrated on training images); about a quarter of the size",
+            summary="ONNX quantized to int8 (static, calibrated on training images); a quarter to a third of the size",
         )
     )
     register(
