@@ -62,6 +62,7 @@ def run_torchscript(path: Path) -> tuple[Run, dict[str, Any]]:
 # ONNX: the TorchScript-based exporter, chosen on purpose (tests/benchmarks/export.py): it needs no
 # onnxscript, exports in tens of milliseconds, and writes one self-contained file with a dynamic batch axis.
 def write_onnx(model: nn.Module, example: torch.Tensor, meta: dict[str, Any], path: Path, opset: int) -> None:
+    import onnx
     import torch
 
     with warnings.catch_warnings():  # the legacy exporter is chosen on purpose: its deprecation notices are known
@@ -76,13 +77,7 @@ def write_onnx(model: nn.Module, example: torch.Tensor, meta: dict[str, Any], pa
             dynamic_axes={"input": {0: "batch"}, "scores": {0: "batch"}},
             dynamo=False,
         )
-    _save_onnx(_load_onnx(path), meta, path)
-
-
-def _load_onnx(path: Path) -> Any:
-    import onnx
-
-    return onnx.load(str(path))
+    _save_onnx(onnx.load(str(path)), meta, path)
 
 
 def _save_onnx(proto: Any, meta: dict[str, Any], path: Path) -> None:
@@ -124,6 +119,7 @@ def write_onnx_int8(model: nn.Module, example: torch.Tensor, meta: dict[str, Any
     import logging
     import tempfile
 
+    import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -143,7 +139,7 @@ def write_onnx_int8(model: nn.Module, example: torch.Tensor, meta: dict[str, Any
             quant_pre_process(str(float32), str(prepared))  # shape inference and graph optimisation
             quantize_static(str(prepared), str(quantized), Reader(), quant_format=QuantFormat.QDQ, per_channel=False,
                             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)  # fmt: skip
-            _save_onnx(_load_onnx(quantized), meta, path)
+            _save_onnx(onnx.load(str(quantized)), meta, path)
     finally:
         logging.disable(silenced)
 
@@ -154,12 +150,13 @@ def write_onnx_fp16(model: nn.Module, example: torch.Tensor, meta: dict[str, Any
     import tempfile
 
     import numpy as np
+    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     with tempfile.TemporaryDirectory() as tmp:
         float32 = Path(tmp) / "float32.onnx"
         write_onnx(model, example[:2], {}, float32, opset)
-        proto = _load_onnx(float32)
+        proto = onnx.load(str(float32))
     graph, casts = proto.graph, []
     for tensor in graph.initializer:
         if tensor.data_type == TensorProto.FLOAT:

@@ -66,12 +66,13 @@ class _Registered:
     references: ClassVar[tuple[str, ...]]
     """The fields that take a callable or a ``"module:attribute"`` string."""
     name: str
+    aliases: tuple[str, ...]
     provided_by = ""
     """The distribution and version that registered it (set by :meth:`Registry.add`)."""
 
     def validate(self) -> None:
         """Raise ValueError naming what is wrong; the registry turns down an item that fails."""
-        _check_name(self.kind, self.name, getattr(self, "aliases", ()))
+        _check_name(self.kind, self.name, self.aliases)
         for attr in self.references:
             target = getattr(self, attr)
             if not (callable(target) or (isinstance(target, str) and _REFERENCE.fullmatch(target))):
