@@ -402,7 +402,7 @@ def _torchrun(ctx: click.Context, nproc: int) -> None:
 
     if distributed.current().active:
         raise click.UsageError("--nproc-per-node starts the processes; under torchrun they are started already")
-    from zoo.training import available_cpus
+    from zoo.machine import available_cpus
 
     argv, args = [], iter(sys.argv[1:])
     for arg in args:
@@ -534,13 +534,7 @@ def export(target: str, safetensors: bool, torchscript: bool, onnx: bool, pt2: b
     chosen = [name for name, on in flags.items() if on] + list(extra)
     formats = list(get_registry().exporters) if all_formats else chosen or None
     try:
-        sizes = [int(b) for b in batch_sizes.split(",")]
-    except ValueError:
-        raise click.BadParameter(  # noqa: B904 (the parse error itself says no more)
-            f"{batch_sizes!r} is not a comma-separated list of integers", param_hint="--batch-sizes"
-        )
-    try:
-        result = run_export(target, formats, batch_sizes=sizes, **options)
+        result = run_export(target, formats, batch_sizes=_integers(batch_sizes, "--batch-sizes"), **options)
     except ExportError as exc:
         if exc.result is not None:  # show what was measured before the one-line error
             click.echo(exc.result.table())
@@ -555,6 +549,57 @@ def export(target: str, safetensors: bool, torchscript: bool, onnx: bool, pt2: b
     click.echo(f"manifest: {result.out / 'manifest.json'}")
     for notice in result.notices:
         click.echo(f"note: {notice}", err=True)
+
+
+def _integers(value: str, option: str) -> list[int]:
+    try:
+        return [int(b) for b in value.split(",")]
+    except ValueError:
+        raise click.BadParameter(  # noqa: B904 (the parse error itself says no more)
+            f"{value!r} is not a comma-separated list of integers", param_hint=option
+        )
+
+
+@cli.command()
+@click.argument("target", metavar="ARCH_OR_RUN_OR_FILE")
+@click.option("--formats", metavar="NAMES",
+              help="Comma-separated runtimes: eager, eager_cl (channels-last), eager_bf16 (bfloat16 autocast) and "
+                   "export formats [default: all of them].")  # fmt: skip
+@click.option("--batch-sizes", default="1,256", show_default=True, help="Batch sizes to time.")
+@click.option("--rounds", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Times every runtime is timed, in turn.")  # fmt: skip
+@click.option("--seconds", type=click.FloatRange(min=0, min_open=True), default=0.25, show_default=True,
+              help="Seconds per runtime, batch size and round.")  # fmt: skip
+@click.option("--data-dir", type=click.Path(file_okay=False),
+              help="Where data sets are stored: int8 and fp16 files are proved on the test split.")  # fmt: skip
+@click.option("--trust", is_flag=True, help="Load a TorchScript or .pt2 FILE, which runs code it carries.")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+@click.option("--plot", type=click.Path(dir_okay=False), help="Also draw images/s per runtime into this PNG file.")
+def bench(target: str, formats: str | None, batch_sizes: str, as_json: bool, plot: str | None, **options: Any) -> None:
+    """Time a model in every runtime zoo runs it in, side by side, and name the fastest.
+
+    ARCH_OR_RUN_OR_FILE: an architecture (its newest run, else its published weights), ARCH:TAG, a run directory or
+    weights file (exported into a temporary folder in every format, each proved first), or one exported file.
+    Rounds alternate between the runtimes, so that the machine's drift hits all alike.  Beside the figures: the
+    CPU's features, the same-run matrix-multiply peak and copy bandwidth, and each runtime's share of its roofline.
+    """
+    _load_torch()
+    from zoo.bench import bench as run_bench
+
+    names = [f.strip() for f in formats.split(",")] if formats else None
+    result = run_bench(target, names, batch_sizes=_integers(batch_sizes, "--batch-sizes"), **options)
+    if plot:
+        import pathlib
+
+        from zoo.plots import speeds
+
+        speeds(result, pathlib.Path(plot))
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+    else:
+        click.echo(result.table())
+    for note in result.notes:
+        click.echo(f"note: {note}", err=True)
 
 
 def _weights_row(registry: Registry, w: Weights) -> tuple[str, ...]:

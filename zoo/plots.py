@@ -1,17 +1,20 @@
-"""The pictures a notebook would show: learning curves, the confusion matrix, and misclassified images."""
+"""The pictures a notebook would show: learning curves, the confusion matrix, misclassified images, and speeds."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from zoo.files import atomic_path
 
-__all__ = ["confusion", "curves", "misses"]
+if TYPE_CHECKING:
+    from zoo.bench import BenchResult
+
+__all__ = ["confusion", "curves", "misses", "speeds"]
 
 
 def _pyplot() -> Any:
@@ -85,4 +88,30 @@ def misses(
         ax.set_title(f"{classes[int(labels[i])]} → {classes[int(predictions[i])]}", fontsize=7)
     if not len(wrong):
         axes.flat[0].text(0.5, 0.5, "no misclassified images", ha="center", va="center")
+    _save(fig, path)
+
+
+def speeds(result: BenchResult, path: Path) -> None:
+    """Images/s per runtime at each batch size, and each runtime's roofline at the largest."""
+    import numpy as np
+
+    plt = _pyplot()
+    names = list(result.timings)
+    batches = [t.batch for t in result.timings[names[0]]]
+    fig, axes = plt.subplots(
+        1, len(batches), figsize=(3.5 * len(batches) + 1.5, 0.4 * len(names) + 1.5), squeeze=False, sharey=True
+    )
+    for ax, (i, batch) in zip(axes[0], enumerate(batches), strict=True):
+        y = np.arange(len(names))
+        ax.barh(y, [result.timings[n][i].images_per_s for n in names], color="tab:blue")
+        roofs = [result.roofline(n, batch) for n in names]
+        if i == len(batches) - 1 and any(roofs):
+            ax.scatter([r or np.nan for r in roofs], y, marker="|", s=200, color="tab:red", label="roofline")
+            ax.legend(fontsize=8)
+        ax.set_yticks(y, [f"{n} ({result.precisions[n]})" for n in names], fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(plt.NullFormatter())  # the decades alone: minor labels overlap
+        ax.set(xlabel="images/s", title=f"batch {batch}")
+    fig.suptitle(f"{result.source}: {result.machine}", fontsize=8)
     _save(fig, path)

@@ -188,8 +188,9 @@ def publish(
     Returns the record: ``zoo.Weights.from_json(record, file="package:path")`` (or ``url=``) registers it.
     """
     from zoo.inference import evaluate, load_model
+    from zoo.machine import describe_machine
     from zoo.summary import summarize
-    from zoo.training import TrainConfig, describe_machine
+    from zoo.training import TrainConfig
 
     source = Path(run)
     if not (source / runs.SUMMARY).is_file():

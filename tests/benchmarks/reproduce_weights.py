@@ -21,7 +21,7 @@ import torch
 
 from zoo import checkpoint
 from zoo.loader import get_registry
-from zoo.training import available_cpus, describe_machine
+from zoo.machine import available_cpus, describe_machine
 from zoo.weights import fetch
 
 

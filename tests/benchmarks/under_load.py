@@ -24,7 +24,7 @@ from contextlib import contextmanager
 
 from machine import describe
 
-from zoo.training import available_cpus
+from zoo.machine import available_cpus
 
 
 @contextmanager

@@ -1,0 +1,119 @@
+"""`zoo bench`: every runtime timed side by side, in alternating rounds, against the same run's machine limits."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner, Result
+
+from zoo.bench import EAGER, BenchResult, Contender, Limits, Timing, measure
+from zoo.cli import cli
+
+
+def zoo(*args: str) -> Result:
+    return CliRunner().invoke(cli, list(args))
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("bench") / "run"
+    args = ["train", "cnn6", "sevenseg", "--epochs", "1", "--limit", "256", "--batch-size", "64", "--quiet"]
+    result = zoo(*args, "--out", str(out))
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_rounds_alternate_and_the_fastest_is_named() -> None:
+    calls: list[str] = []
+
+    def runner(name: str, pause: float):  # type: ignore[no-untyped-def]
+        def run(x: np.ndarray) -> np.ndarray:
+            calls.append(name)
+            time.sleep(pause * len(x))
+            return x
+
+        return run
+
+    contenders = [Contender("slow", "float32", runner("slow", 0.004)), Contender("fast", "float32", runner("fast", 0))]
+    timings = measure(contenders, (1, 2, 2), batch_sizes=(1, 4), rounds=3, seconds=0.01)
+    # after one warm-up call each per batch size, blocks of calls alternate: 3 rounds x 2 batch sizes x 2 contenders
+    assert calls[:4] == ["slow", "slow", "fast", "fast"]
+    blocks = [name for i, name in enumerate(calls[4:], 4) if name != calls[i - 1]]
+    assert blocks == ["slow", "fast"] * 6
+    slow = timings["slow"]
+    assert [t.batch for t in slow] == [1, 4]
+    assert slow[0].median_ms >= 4 and slow[1].median_ms >= 16 and slow[0].p90_ms >= slow[0].median_ms
+    assert 180 <= slow[1].images_per_s <= 250  # 4 images per 16 ms, plus overhead
+    result = BenchResult("x", "m", 1, None, {}, Limits(), timings, {"slow": "float32", "fast": "float32"})
+    assert result.fastest(1) == result.fastest(4) == "fast"
+
+
+def test_the_roofline_is_the_lower_of_the_arithmetic_and_the_memory_bound() -> None:
+    limits = Limits({"float32": 100.0, "int8": 400.0}, bandwidth_gb_s=10.0)
+    timings = {"a": [Timing(256, 1, 1, 1)], "b": [Timing(256, 1, 1, 1)]}
+    per_image = {"float32": 400_000, "int8": 100_000}
+    result = BenchResult("x", "m", 1, 1_000_000, per_image, limits, timings, {"a": "float32", "b": "int8"})
+    assert result.roofline("a", 256) == pytest.approx(25_000)  # 10 GB/s / 400 kB: memory-bound
+    assert result.roofline("b", 256) == pytest.approx(100_000)  # 10 GB/s / 100 kB = 400 GFLOP/s / 2 MFLOP
+
+
+def test_bench_times_every_runtime_and_draws_them(run: Path, tmp_path: Path) -> None:
+    runtimes = [*EAGER, "torchscript", "pt2", "onnx", "fp16"]
+    plot = tmp_path / "speeds.png"
+    result = zoo("bench", str(run), "--formats", ",".join(runtimes), "--batch-sizes", "1,8", "--rounds", "2",
+                 "--seconds", "0.01", "--json", "--plot", str(plot))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert list(data["timings"]) == [*EAGER, "torchscript", "pt2", "onnx", "onnx_fp16"]
+    for name, timings in data["timings"].items():
+        assert [t["batch"] for t in timings] == [1, 8]
+        assert all(t["images_per_s"] > 0 and 0 < t["median_ms"] <= t["p90_ms"] for t in timings), name
+        assert all(t["roofline_percent"] > 0 and t["peak_percent"] > 0 for t in timings), name
+    assert data["precisions"]["eager_bf16"] == "bfloat16" and data["precisions"]["onnx"] == "float32"
+    assert data["limits"]["gflops"]["float32"] > 0 and data["limits"]["bandwidth_gb_s"] > 0
+    assert data["macs_per_image"] == 199_968  # mnist_cnn6_16's, as `zoo info` gives it
+    best = max(data["timings"], key=lambda n: data["timings"][n][1]["images_per_s"])
+    assert data["fastest"]["8"] == best
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_table_names_the_machine_its_limits_and_the_fastest(run: Path) -> None:
+    result = zoo("bench", str(run), "--formats", "eager,onnx", "--batch-sizes", "1,4", "--rounds", "1",
+                 "--seconds", "0.01")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert "threads" in lines[0] and "same-run limits: matrix multiply float32" in lines[1]
+    assert [line.split()[0] for line in lines[3:5]] == ["eager", "onnx"]
+    assert lines[-1].startswith("fastest at batch 4: ") and "(float32)" in lines[-1]
+
+
+def test_an_exported_file_is_timed_alone_and_code_needs_trust(run: Path, tmp_path: Path) -> None:
+    assert zoo("export", str(run), "--onnx", "--pt2", "--out", str(tmp_path)).exit_code == 0
+    onnx_file, pt2_file = tmp_path / "mnist_cnn6_16.onnx", tmp_path / "mnist_cnn6_16.pt2"
+    result = zoo("bench", str(onnx_file), "--batch-sizes", "2", "--rounds", "1", "--seconds", "0.01", "--json")
+    assert result.exit_code == 0, result.output
+    assert list(json.loads(result.stdout)["timings"]) == ["onnx"]
+    refused = zoo("bench", str(pt2_file), "--rounds", "1", "--seconds", "0.01")
+    assert refused.exit_code == 1 and "--trust" in refused.stderr and "Traceback" not in refused.output
+
+
+def test_a_format_that_cannot_be_proved_is_not_timed_and_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no runs here: the published weights
+    (tmp_path / "empty").mkdir()
+    result = zoo("bench", "cnn6", "--formats", "onnx,int8", "--data-dir", "empty", "--batch-sizes", "1",
+                 "--rounds", "1", "--seconds", "0.01")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "onnx_int8    not timed: onnx_int8 is approximate" in result.stdout
+    assert "published weights mnist_cnn6_16:mnist" in result.stderr
+
+
+def test_an_unknown_runtime_lists_the_known_ones(run: Path) -> None:
+    result = zoo("bench", str(run), "--formats", "eager,tensorrt")
+    assert result.exit_code == 1
+    assert "no runtime named 'tensorrt'; choose from eager, eager_cl, eager_bf16, torchscript" in result.stderr

@@ -1,0 +1,337 @@
+"""Inference speed: a model in every runtime zoo can run it in, timed side by side against the machine's limits."""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from zoo.errors import SettingError, ZooError
+from zoo.loader import get_registry
+from zoo.machine import available_cpus, describe_machine
+from zoo.prediction import Run, exporter_for, load_runner, torch_runner
+from zoo.registry import Shape
+from zoo.summary import summarize
+from zoo.weights import source_path
+
+__all__ = ["BenchResult", "Contender", "Limits", "Timing", "bench", "measure", "measure_limits"]
+
+EAGER = ("eager", "eager_cl", "eager_bf16")
+"""PyTorch in inference mode: NCHW float32, channels-last float32, and channels-last under bfloat16 autocast."""
+BYTES = {"float32": 4, "bfloat16": 2, "int8": 1}
+
+
+@dataclass
+class Contender:
+    name: str
+    precision: str
+    """The arithmetic it runs in: float32, bfloat16 or int8; it picks the peak that bounds it."""
+    run: Run
+
+
+@dataclass
+class Timing:
+    """One contender at one batch size, over all rounds."""
+
+    batch: int
+    median_ms: float
+    p90_ms: float
+    images_per_s: float
+    """Median over the rounds of each round's images per second."""
+    peak_percent: float | None = None
+    """Arithmetic done per second, as a share of the same-run matrix-multiply peak of its precision."""
+    roofline_percent: float | None = None
+
+
+@dataclass
+class Limits:
+    """What the machine can do, measured in the same run: matrix-multiply peaks (GFLOP/s) and copy bandwidth."""
+
+    gflops: dict[str, float] = field(default_factory=dict)
+    bandwidth_gb_s: float = 0.0
+
+
+@dataclass
+class BenchResult:
+    source: str
+    machine: str
+    threads: int
+    macs_per_image: int | None
+    bytes_per_image: dict[str, float]
+    """Activations each layer reads and writes per image, at each precision's element size."""
+    limits: Limits
+    timings: dict[str, list[Timing]]
+    precisions: dict[str, str]
+    skipped: dict[str, str] = field(default_factory=dict)
+    """Formats not timed, and why."""
+    notes: list[str] = field(default_factory=list)
+
+    def roofline(self, name: str, batch: int) -> float | None:
+        """Images/s the machine allows this contender: the lower of its arithmetic and memory-traffic bounds."""
+        precision = self.precisions[name]
+        peak = self.limits.gflops.get(precision)
+        if self.macs_per_image is None or peak is None or not self.bytes_per_image:
+            return None
+        compute = peak * 1e9 / (2 * self.macs_per_image)
+        memory = self.limits.bandwidth_gb_s * 1e9 / self.bytes_per_image[precision]
+        return min(compute, memory)
+
+    def fastest(self, batch: int, precision: str | None = None) -> str:
+        """The runtime with the most images/s at ``batch`` (among those of ``precision``, if given)."""
+        names = [n for n in self.timings if precision in (None, self.precisions[n])] or list(self.timings)
+        return max(names, key=lambda n: next(t.images_per_s for t in self.timings[n] if t.batch == batch))
+
+    def table(self) -> str:
+        """Per runtime and batch size: the median call in ms (p90) and images/s; at the largest batch size, the
+        share of the same-run matrix-multiply peak and of the model's roofline that this is."""
+        batches = [t.batch for t in next(iter(self.timings.values()))]
+        head = f"{'runtime':<12} {'precision':<9}" + "".join(
+            f" {f'batch {b}: ms (p90)':>20} {'img/s':>9}" for b in batches
+        )
+        lines = [f"{self.source} on {self.machine}", self._limits_line(), f"{head} {'% peak':>6} {'% roofline':>10}"]
+        for name, timings in self.timings.items():
+            row = f"{name:<12} {self.precisions[name]:<9}"
+            for t in timings:
+                row += f" {f'{t.median_ms:.3f} ({t.p90_ms:.3f})':>20} {t.images_per_s:9,.0f}"
+            last = timings[-1]
+            lines.append(f"{row} {_percent(last.peak_percent):>6} {_percent(last.roofline_percent):>10}")
+        lines += [f"{name:<12} not timed: {why}" for name, why in self.skipped.items()]
+        for b in batches:
+            best, exact = self.fastest(b), self.fastest(b, "float32")
+            also = f"; in float32: {exact}" if exact != best else ""
+            lines.append(f"fastest at batch {b}: {best} ({self.precisions[best]}){also}")
+        return "\n".join(lines)
+
+    def _limits_line(self) -> str:
+        peaks = ", ".join(f"{p} {g:,.0f} GFLOP/s" for p, g in self.limits.gflops.items())
+        work = f"{self.macs_per_image:,} MACs per image" if self.macs_per_image else "MACs unknown"
+        return f"same-run limits: matrix multiply {peaks}; copy {self.limits.bandwidth_gb_s:,.1f} GB/s; {work}"
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["fastest"] = {str(t.batch): self.fastest(t.batch) for t in next(iter(self.timings.values()))}
+        return data
+
+
+def _percent(value: float | None) -> str:
+    return f"{value:5.0f}%" if value is not None else f"{'-':>6}"
+
+
+def _time(run: Callable[[Any], Any], x: Any, seconds: float) -> list[float]:
+    """Seconds per call, calling ``run(x)`` for about ``seconds`` (at least once)."""
+    calls: list[float] = []
+    end = time.perf_counter() + seconds
+    while True:
+        start = time.perf_counter()
+        run(x)
+        stop = time.perf_counter()
+        calls.append(stop - start)
+        if stop >= end:
+            return calls
+
+
+def measure_limits(precisions: Sequence[str], size: int = 1024) -> Limits:
+    """Best-of-three matrix-multiply GFLOP/s per precision and copy bandwidth, with torch's current threads."""
+    limits = Limits()
+    for precision in precisions:
+        if precision == "int8":
+            a = torch.randint(-128, 128, (size, size), dtype=torch.int8)
+            multiply: Callable[[torch.Tensor], Any] = lambda a: torch._int_mm(a, a)  # noqa: E731
+        else:
+            a = torch.randn(size, size).to(getattr(torch, precision))
+            multiply = lambda a: a @ a  # noqa: E731
+        try:
+            multiply(a)
+        except RuntimeError:  # this build has no such kernel on this CPU: no peak, no roofline for it
+            continue
+        best = min(min(_time(multiply, a, 0.05)) for _ in range(3))
+        limits.gflops[precision] = 2 * size**3 / best / 1e9
+    src, dst = torch.ones(32 << 20), torch.ones(32 << 20)  # 128 MiB each, far beyond the caches, and paged in
+    best = min(min(_time(lambda _: dst.copy_(src), None, 0.1)) for _ in range(3))
+    limits.bandwidth_gb_s = 2 * src.numel() * 4 / best / 1e9  # read once, written once
+    return limits
+
+
+def measure(
+    contenders: Sequence[Contender], shape: Sequence[int], batch_sizes: Sequence[int], rounds: int, seconds: float
+) -> dict[str, list[Timing]]:
+    """Every contender at every batch size, ``rounds`` times in turn, so that drift in the machine's speed
+    (other work, clock changes) hits all alike; a contender's figures are medians over all its calls."""
+    inputs = {b: np.random.default_rng(0).standard_normal((b, *shape), dtype=np.float32) for b in batch_sizes}
+    calls: dict[tuple[str, int], list[list[float]]] = {(c.name, b): [] for c in contenders for b in batch_sizes}
+    for c in contenders:
+        for x in inputs.values():
+            c.run(x)  # the first call pays for allocation and kernel selection
+    for _ in range(rounds):
+        for b, x in inputs.items():
+            for c in contenders:
+                calls[c.name, b].append(_time(c.run, x, seconds))
+    timings: dict[str, list[Timing]] = {}
+    for c in contenders:
+        for b in batch_sizes:
+            pooled = sorted(t for r in calls[c.name, b] for t in r)
+            per_round = statistics.median(b * len(r) / sum(r) for r in calls[c.name, b])
+            p90 = pooled[min(len(pooled) - 1, int(0.9 * len(pooled)))]
+            timing = Timing(b, 1e3 * statistics.median(pooled), 1e3 * p90, per_round)
+            timings.setdefault(c.name, []).append(timing)
+    return timings
+
+
+def _traffic(model: nn.Module, shape: Shape) -> tuple[int, int]:
+    """(multiply-accumulates, tensor elements each layer reads and writes) per image, from one forward pass.
+
+    Activations only: at the batch sizes where bandwidth matters, the weights are read once per batch.
+    """
+    elements = [0]
+
+    def count(module: nn.Module, args: tuple[Any, ...], out: torch.Tensor) -> None:
+        elements[0] += sum(a.numel() for a in args if isinstance(a, torch.Tensor)) + out.numel()
+
+    handles = [m.register_forward_hook(count) for m in model.modules() if not any(m.children())]
+    try:
+        with torch.inference_mode():
+            model(torch.zeros(1, *shape))
+    finally:
+        for h in handles:
+            h.remove()
+    return sum(layer.macs for layer in summarize(model, shape)), elements[0]
+
+
+def _eager(model: nn.Module, name: str) -> Contender:
+    if name == "eager":
+        return Contender(name, "float32", torch_runner(model))
+    cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    bf16 = name == "eager_bf16"
+
+    def run(x: np.ndarray) -> np.ndarray:  # the conversion to channels-last is part of what a caller pays
+        with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+            return cl(torch.from_numpy(x).contiguous(memory_format=torch.channels_last)).float().numpy()  # type: ignore[no-any-return]
+
+    return Contender(name, "bfloat16" if bf16 else "float32", run)
+
+
+def _precision(name: str) -> str:
+    """The arithmetic an exported format runs in: int8 for those named so, float32 for the rest (onnx_fp16
+    stores float16 weights but computes in float32)."""
+    return "int8" if "int8" in name else "float32"
+
+
+def bench(
+    target: str | Path,
+    formats: Sequence[str] | None = None,
+    *,
+    batch_sizes: Sequence[int] = (1, 256),
+    rounds: int = 5,
+    seconds: float = 0.25,
+    data_dir: str | Path | None = None,
+    trust: bool = False,
+) -> BenchResult:
+    """Time ``target`` (an architecture, ``ARCH:TAG``, a run, or an exported file) in each runtime.
+
+    For anything but an exported file, the model is exported into a temporary folder in every format (proved, as
+    `zoo export` proves them; approximate formats need the data set's test images under ``data_dir``) and each
+    file is timed with its own runtime, beside PyTorch eager.  An exported file is timed alone; one whose format
+    can run code needs ``trust=True``.
+    """
+    from zoo.exporting import export
+
+    if not batch_sizes or min(batch_sizes) < 1 or rounds < 1 or seconds <= 0:
+        raise SettingError("batch_sizes", "must be positive integers, with rounds >= 1 and seconds > 0")
+    registry = get_registry()
+    wanted = [_runtime(f) for f in formats] if formats else None
+    threads = available_cpus()
+    torch.set_num_threads(threads)
+    contenders: list[Contender] = []
+    skipped: dict[str, str] = {}
+    notes: list[str] = []
+    source = Path(source_path(target))
+    with tempfile.TemporaryDirectory(prefix="zoo-bench-") as tmp:
+        if source.is_file() and source.suffix != ".safetensors":
+            run, card = load_runner(source, trust)
+            name = exporter_for(source).name
+            contenders.append(Contender(name, _precision(name), run))
+            arch = registry.architectures.get(card.architecture)
+            model = arch.build(card.input_shape, card.num_classes) if arch else None
+        else:
+            names = wanted or [*EAGER, *(e for e in registry.exporters if e != "safetensors")]
+            untrained = isinstance(target, str) and target in registry.architectures and _untrained(target)
+            files = [n for n in names if n not in EAGER]
+            exact = [n for n in files if registry.exporter(n).proof != "approximate"]
+            # the safetensors file gives the eager contenders their model, with the weights the others hold
+            result = export(target, ["safetensors", *exact], out=tmp, untrained=untrained, data_dir=data_dir)
+            notes += result.notices
+            if untrained:
+                notes.append(f"{target} has no runs and no published weights: timed with fresh ones")
+            for name in (n for n in files if n not in exact):
+                try:
+                    result.files.update(export(target, [name], out=tmp, untrained=untrained, data_dir=data_dir).files)
+                except ZooError as exc:
+                    skipped[name] = str(exc).removeprefix("not equivalent, so not written: ")
+            from zoo.inference import load_model
+
+            model, card = load_model(result.files["safetensors"])
+            for name in names:
+                if name in EAGER:
+                    contenders.append(_eager(model, name))
+                elif name in result.files:
+                    run, _ = registry.exporter(name).load(result.files[name])  # written and proved just now
+                    contenders.append(Contender(name, _precision(name), run))
+        if not contenders:
+            raise ZooError(f"nothing to time: {'; '.join(f'{k}: {v}' for k, v in skipped.items())}")
+        precisions = {c.name: c.precision for c in contenders}
+        kinds = sorted(set(precisions.values()), key=list(BYTES).index)
+        before = measure_limits(kinds)
+        timings = measure(contenders, card.input_shape, batch_sizes, rounds, seconds)
+        after = measure_limits(kinds)  # the machine's best, before or after: a slow moment does not flatter
+    limits = Limits({k: max(v, after.gflops.get(k, 0)) for k, v in before.gflops.items()},
+                    max(before.bandwidth_gb_s, after.bandwidth_gb_s))  # fmt: skip
+    macs, elements = _traffic(model, card.input_shape) if model is not None else (None, 0)
+    out = BenchResult(
+        str(target),
+        describe_machine(threads),
+        threads,
+        macs,
+        {p: elements * size for p, size in BYTES.items()} if elements else {},
+        limits,
+        timings,
+        precisions,
+        skipped,
+        notes,
+    )
+    for name, ts in timings.items():
+        peak = limits.gflops.get(precisions[name])
+        for t in ts:
+            roof = out.roofline(name, t.batch)
+            if macs and peak:
+                t.peak_percent = 100 * t.images_per_s * 2 * macs / (peak * 1e9)
+            if roof:
+                t.roofline_percent = 100 * t.images_per_s / roof
+    return out
+
+
+def _runtime(name: str) -> str:
+    """A runtime's name: an eager one, or a registered export format (aliases resolved)."""
+    registry = get_registry()
+    if name in EAGER:
+        return name
+    try:
+        return registry.exporter(name).name
+    except ZooError:
+        known = ", ".join([*EAGER, *(e for e in registry.exporters if e != "safetensors")])
+        raise ZooError(f"no runtime named {name!r}; choose from {known}") from None
+
+
+def _untrained(arch: str) -> bool:
+    """Time fresh weights when an architecture has neither runs nor published weights: speed does not depend on them."""
+    from zoo import runs
+
+    return runs.newest(Path(runs.DEFAULT_RUNS_DIR), arch) is None and not get_registry().weights_of(arch)
