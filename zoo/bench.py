@@ -268,14 +268,16 @@ def bench(
             exact = [n for n in files if registry.exporter(n).proof != "approximate"]
             # the safetensors file gives the eager contenders their model, with the weights the others hold
             result = export(target, ["safetensors", *exact], out=tmp, untrained=untrained, data_dir=data_dir)
-            notes += result.notices
+            exporters = {e.notice for e in registry.exporters.values()}
+            notes += [n for n in result.notices if n not in exporters]  # what zoo export says about each format
             if untrained:
                 notes.append(f"{target} has no runs and no published weights: timed with fresh ones")
             for name in (n for n in files if n not in exact):
                 try:
                     result.files.update(export(target, [name], out=tmp, untrained=untrained, data_dir=data_dir).files)
-                except ZooError as exc:
-                    skipped[name] = str(exc).removeprefix("not equivalent, so not written: ")
+                except ZooError as exc:  # its manifest, which the message points to, goes with the folder
+                    why = str(exc).removeprefix("not equivalent, so not written: ")
+                    skipped[name] = why.split(" (see ")[0]
             from zoo.inference import load_model
 
             model, card = load_model(result.files["safetensors"])
