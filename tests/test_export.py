@@ -305,6 +305,35 @@ def test_an_approximate_format_is_judged_by_top1_agreement_on_the_test_split(
     assert [(c["inputs"], c["batch_size"], c["top1_agreement"]) for c in judged] == [("test", 2000, 0.9375)]
 
 
+def test_the_user_sets_an_approximate_formats_thresholds_per_format(
+    fake_dist: FakeDist, trained: dict[str, Path], tmp_path: Path
+) -> None:
+    fake_dist("zoo-flipping", FLIPPING)
+    run = str(trained["mnist_cnn6_16"])
+    result = zoo("export", run, "--format", "flipping", "--format", "flipping_allowed", "--out", str(tmp_path),
+                 "--min-agreement", "flipping=0.93", "--max-accuracy-drop", "flipping=7", "--max-accuracy-drop",
+                 "flipping_allowed=7")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    proofs = {f: e["proof"] for f, e in json.loads((tmp_path / "manifest.json").read_text())["files"].items()}
+    assert proofs == {
+        "flipping": {"policy": "approximate", "min_agreement": 0.93, "max_accuracy_drop": 0.07},
+        "flipping_allowed": {"policy": "approximate", "min_agreement": 0.9, "max_accuracy_drop": 0.07},
+    }
+    stricter = zoo("export", run, "--format", "flipping_allowed", "--out", str(tmp_path / "strict"),
+                   "--min-agreement", "flipping_allowed=0.95")  # fmt: skip
+    assert stricter.exit_code == 1 and "top-1 agreement 93.75%" in stricter.stderr
+    assert "at least 95.0% of images" in stricter.stderr
+    for option, value, error in [
+        ("--min-agreement", "onnx=0.9", "--min-agreement names onnx, which is not an approximate format being "
+                                        "exported (those here: flipping)"),
+        ("--min-agreement", "flipping=1.5", "--min-agreement for flipping: min_agreement must be in (0, 1]"),
+        ("--max-accuracy-drop", "flipping", "Invalid value for --max-accuracy-drop: takes FORMAT=NUMBER"),
+    ]:  # fmt: skip
+        refused = zoo("export", run, "--format", "flipping", "--onnx", "--out", str(tmp_path / "x"), option, value)
+        assert refused.exit_code != 0 and error in refused.stderr, refused.stderr
+        assert not (tmp_path / "x").exists()
+
+
 def test_an_approximate_format_without_the_test_images_is_not_written(tmp_path: Path) -> None:
     result = zoo("export", "cnn6", "--untrained", "--format", "int8", "--out", str(tmp_path))
     assert result.exit_code == 1
@@ -329,7 +358,7 @@ def test_int8_and_fp16_files_are_smaller_and_proved(
     arch: str, fake_dist: FakeDist, trained: dict[str, Path], tmp_path: Path
 ) -> None:
     """The int8 writer, under a looser agreement threshold: the tests' one-epoch models have too many near ties for
-    99.5% (the built-in onnx_int8's figures on MNIST and FashionMNIST are measured by tests/benchmarks/formats.py)."""
+    99.5% (the built-in onnx_int8's figures on the real test splits: tests/benchmarks/int8_variants.py)."""
     fake_dist("zoo-loose", LOOSE_INT8)
     result = export(str(trained[arch]), ["onnx", "onnx_fp16", "int8_loose"], out=tmp_path)
     size = {name: path.stat().st_size for name, path in result.files.items()}

@@ -515,10 +515,17 @@ def predict(ctx: click.Context, weights: str, images: tuple[str, ...], top_k: in
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Where data sets are stored (for real inputs).")
 @click.option("--dataset", metavar="DATASET_OR_FOLDER",
               help="Whose test images feed the parity check [default: the data set trained on].")  # fmt: skip
+@click.option("--min-agreement", "agreements", metavar="FORMAT=FRACTION", multiple=True,
+              help="An approximate format's top-1 agreement needed on the test split, such as onnx_int8=0.99 "
+                   "[default: the format's own, 0.995 for int8 and fp16]; repeatable.")  # fmt: skip
+@click.option("--max-accuracy-drop", "drops", metavar="FORMAT=POINTS", multiple=True,
+              help="Points of test accuracy an approximate format may lose, such as onnx_int8=0.5 "
+                   "[default: the format's own, 0.3 for int8 and fp16]; repeatable.")  # fmt: skip
 @click.option("--force", is_flag=True, help="Overwrite existing exported files.")
 @click.option("--json", "as_json", is_flag=True, help="Print the verification table as JSON.")
 def export(target: str, safetensors: bool, torchscript: bool, onnx: bool, pt2: bool, extra: tuple[str, ...],
-           all_formats: bool, batch_sizes: str, as_json: bool, **options: Any) -> None:  # fmt: skip
+           all_formats: bool, batch_sizes: str, agreements: tuple[str, ...], drops: tuple[str, ...], as_json: bool,
+           **options: Any) -> None:  # fmt: skip
     """Export a trained model to every format (or those named), each proven equivalent to the PyTorch model.
 
     ARCH_OR_RUN is a run directory, a weights file, published weights ARCH:TAG, or an architecture name: its
@@ -534,7 +541,14 @@ def export(target: str, safetensors: bool, torchscript: bool, onnx: bool, pt2: b
     chosen = [name for name, on in flags.items() if on] + list(extra)
     formats = list(get_registry().exporters) if all_formats else chosen or None
     try:
-        result = run_export(target, formats, batch_sizes=_integers(batch_sizes, "--batch-sizes"), **options)
+        result = run_export(
+            target,
+            formats,
+            batch_sizes=_integers(batch_sizes, "--batch-sizes"),
+            min_agreement=_per_format(agreements, "--min-agreement", 1),
+            max_accuracy_drop=_per_format(drops, "--max-accuracy-drop", 100),
+            **options,
+        )
     except ExportError as exc:
         if exc.result is not None:  # show what was measured before the one-line error
             click.echo(exc.result.table())
@@ -549,6 +563,19 @@ def export(target: str, safetensors: bool, torchscript: bool, onnx: bool, pt2: b
     click.echo(f"manifest: {result.out / 'manifest.json'}")
     for notice in result.notices:
         click.echo(f"note: {notice}", err=True)
+
+
+def _per_format(items: tuple[str, ...], option: str, scale: float) -> dict[str, float]:
+    """FORMAT=NUMBER options as {format: number / scale}."""
+    values = {}
+    for item in items:
+        fmt, _, number = item.partition("=")
+        try:
+            values[fmt] = float(number) / scale
+        except ValueError:
+            raise click.BadParameter(f"takes FORMAT=NUMBER, such as onnx_int8=0.5; got {item!r}",  # noqa: B904
+                                     param_hint=option)  # fmt: skip
+    return values
 
 
 def _integers(value: str, option: str) -> list[int]:

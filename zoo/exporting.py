@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -268,6 +268,32 @@ def _judge(exporter: Exporter, run: Any, model: torch.nn.Module, test: tuple[np.
                  change)  # fmt: skip
 
 
+def _thresholds(exporters: list[Exporter], **given: Mapping[str, float]) -> list[Exporter]:
+    """``exporters``, the approximate ones with the thresholds ``given`` per format name (or alias)."""
+    registry = get_registry()
+    chosen = {e.name: e for e in exporters}
+    settings: dict[str, dict[str, float]] = {}
+    for setting, values in given.items():
+        for name, value in values.items():
+            fmt = registry.exporter(name).name
+            if fmt not in chosen or chosen[fmt].proof != "approximate":
+                approximate = ", ".join(e.name for e in exporters if e.proof == "approximate") or "none"
+                raise SettingError(setting, f"names {fmt}, which is not an approximate format being exported "
+                                            f"(those here: {approximate})")  # fmt: skip
+            settings.setdefault(fmt, {})[setting] = value
+    tuned = []
+    for exporter in exporters:
+        if exporter.name in settings:
+            provider, exporter = exporter.provided_by, replace(exporter, **settings[exporter.name])  # type: ignore[arg-type]
+            object.__setattr__(exporter, "provided_by", provider)  # not a field: replace() leaves it out
+            try:
+                exporter.validate()
+            except ValueError as exc:
+                raise SettingError(next(iter(settings[exporter.name])), f"for {exporter.name}: {exc}") from None
+        tuned.append(exporter)
+    return tuned
+
+
 def _failure(exporter: Exporter, failed: list[Check], ulps: float) -> str:
     if exporter.proof == "approximate":
         c = failed[0]
@@ -304,18 +330,24 @@ def export(
     untrained: bool = False,
     data_dir: str | Path | None = None,
     dataset: str | None = None,
+    min_agreement: Mapping[str, float] | None = None,
+    max_accuracy_drop: Mapping[str, float] | None = None,
 ) -> ExportResult:
     """Export ``target`` (a run directory, a weights file, or an architecture's newest run) to ``formats``.
 
     Each file is written under a temporary name, loaded back with its own runtime and
     compared with the PyTorch model on every batch; only a file that passes is renamed
     into place.  Raises :class:`ExportError` naming each format and batch size that failed.
+
+    ``min_agreement`` and ``max_accuracy_drop`` ({format: fraction}) replace an approximate format's own
+    thresholds for this export; the manifest records the ones each file was proved with.
     """
     registry = get_registry()
     if formats:
         exporters = [registry.exporter(f) for f in formats]
     else:  # approximate formats need the data set's images: written when named
         exporters = [e for e in registry.exporters.values() if e.proof != "approximate"]
+    exporters = _thresholds(exporters, min_agreement=min_agreement or {}, max_accuracy_drop=max_accuracy_drop or {})
     if not batch_sizes or min(batch_sizes) < 1:
         raise SettingError("batch_sizes", "must be positive integers, such as 1,2,64")
     notices: list[str] = []
@@ -376,9 +408,9 @@ def export(
             "files": {
                 **kept,
                 **{
-                    f: {"path": p.name, "sha256": sha256(p), "bytes": p.stat().st_size, "proof": _proof(e, ulps)}
-                    for f, p in result.files.items()
-                    for e in [registry.exporter(f)]
+                    e.name: {"path": p.name, "sha256": sha256(p), "bytes": p.stat().st_size, "proof": _proof(e, ulps)}
+                    for e in exporters
+                    if (p := result.files.get(e.name))
                 },
             },
             "verification": [c for c in earlier.get("verification", []) if c["format"] in kept]
