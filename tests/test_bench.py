@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner, Result
 
-from zoo.bench import EAGER, BenchResult, Contender, Limits, Timing, measure
+from zoo.benchmarking import EAGER, BenchResult, Contender, Limits, Timing, measure
 from zoo.cli import cli
 
 

@@ -17,12 +17,13 @@ _LAZY = {
     "load": "zoo.inference",
     "predict": "zoo.prediction",
     "export": "zoo.exporting",
+    "bench": "zoo.benchmarking",
 }
 
 
 def __getattr__(name: str) -> object:
-    """``zoo.train``, ``zoo.evaluate``, ``zoo.load``, ``zoo.predict`` and ``zoo.export`` import torch: they load on
-    first use."""
+    """``zoo.train``, ``zoo.evaluate``, ``zoo.load``, ``zoo.predict``, ``zoo.export`` and ``zoo.bench`` import torch:
+    they load on first use."""
     if name in _LAZY:
         import importlib
 
@@ -47,6 +48,7 @@ __all__ = [
     "Weights",
     "ZooError",
     "__version__",
+    "bench",
     "evaluate",
     "export",
     "get_registry",

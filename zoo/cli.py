@@ -611,7 +611,7 @@ def bench(target: str, formats: str | None, batch_sizes: str, as_json: bool, plo
     CPU's features, the same-run matrix-multiply peak and copy bandwidth, and each runtime's share of its roofline.
     """
     _load_torch()
-    from zoo.bench import bench as run_bench
+    from zoo.benchmarking import bench as run_bench
 
     names = [f.strip() for f in formats.split(",")] if formats else None
     result = run_bench(target, names, batch_sizes=_integers(batch_sizes, "--batch-sizes"), **options)

@@ -12,7 +12,7 @@ import torch
 from zoo.files import atomic_path
 
 if TYPE_CHECKING:
-    from zoo.bench import BenchResult
+    from zoo.benchmarking import BenchResult
 
 __all__ = ["confusion", "curves", "misses", "speeds"]
 

@@ -24,7 +24,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from zoo.exporters.formats import _fold_batch_norms, write_onnx
 
 import zoo
-from zoo.bench import Contender, measure
+from zoo.benchmarking import Contender, measure
 from zoo.inference import load_model
 from zoo.weights import fetch
 

@@ -14,7 +14,7 @@ import onnxruntime
 from machine import describe
 
 import zoo
-from zoo.bench import Contender, measure
+from zoo.benchmarking import Contender, measure
 from zoo.exporting import export
 from zoo.machine import available_cpus
 

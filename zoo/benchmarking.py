@@ -244,8 +244,10 @@ def bench(
     """
     from zoo.exporting import export
 
-    if not batch_sizes or min(batch_sizes) < 1 or rounds < 1 or seconds <= 0:
-        raise SettingError("batch_sizes", "must be positive integers, with rounds >= 1 and seconds > 0")
+    if not batch_sizes or min(batch_sizes) < 1:
+        raise SettingError("batch_sizes", "must be positive integers, such as 1,256")
+    if rounds < 1 or not seconds > 0:
+        raise SettingError("rounds" if rounds < 1 else "seconds", "must be positive")
     registry = get_registry()
     wanted = [_runtime(f) for f in formats] if formats else None
     threads = available_cpus()
