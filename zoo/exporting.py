@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -103,6 +104,18 @@ class _Inputs:
     batches: list[tuple[str, np.ndarray]]
     test: tuple[np.ndarray, np.ndarray] | None = None
     calibration: torch.Tensor | None = None
+    _scores: np.ndarray | None = None
+
+    def model_scores(self, model: torch.nn.Module, images: np.ndarray) -> np.ndarray:
+        """The model's outputs on the test images: computed once, for every approximate format judged on them."""
+        if self._scores is None:
+            # channels-last: twice as fast on the CPU for these convolutions, and still the float32 model
+            fast, layout = copy.deepcopy(model).to(memory_format=torch.channels_last), torch.channels_last
+            batches = [torch.from_numpy(images[i : i + 256]).contiguous(memory_format=layout)
+                       for i in range(0, len(images), 256)]  # fmt: skip
+            with torch.inference_mode():
+                self._scores = np.concatenate([fast(x).float().numpy() for x in batches])
+        return self._scores
 
 
 def _source(
@@ -223,7 +236,7 @@ def _verify(
             f"({', '.join(changed)} differ); it must return the same dict of JSON values"
         )
     if exporter.proof == "approximate":
-        return [_judge(exporter, run, model, inputs.test)]
+        return [_judge(exporter, run, model, inputs)]
     checks = []
     for kind, x in inputs.batches:
         with torch.inference_mode():
@@ -242,22 +255,17 @@ def _verify(
     return checks
 
 
-def _judge(exporter: Exporter, run: Any, model: torch.nn.Module, test: tuple[np.ndarray, np.ndarray] | None) -> Check:
+def _judge(exporter: Exporter, run: Any, model: torch.nn.Module, inputs: _Inputs) -> Check:
     """An approximate file against the model on the test split: the share of images where both pick the same
     class, and the change in accuracy.  Random inputs say nothing about a quantized model, so none are used."""
-    if test is None:
+    if inputs.test is None:
         raise ExportError(
             f"{exporter.name} is approximate and is proved on the test split's images, which are not at hand; "
             f"pass --data-dir (or --dataset) where they are"
         )
-    images, labels = test
-    expected, got = [], []
-    for start in range(0, len(images), 256):
-        x = images[start : start + 256]
-        with torch.inference_mode():
-            expected.append(model(torch.from_numpy(x)).float().numpy())
-        got.append(np.asarray(run(x), dtype=np.float32))
-    want, have = np.concatenate(expected), np.concatenate(got)
+    images, labels = inputs.test
+    want = inputs.model_scores(model, images)
+    have = np.concatenate([np.asarray(run(images[i : i + 256]), dtype=np.float32) for i in range(0, len(images), 256)])
     if want.shape != have.shape:
         return Check(exporter.name, "test", len(images), float("inf"), float("inf"), 0.0, False)
     agreement = float((want.argmax(1) == have.argmax(1)).mean())

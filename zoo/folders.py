@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import warnings
 from collections import Counter
@@ -38,10 +39,15 @@ class _Layout:
     """Per split, (file, label) pairs."""
 
 
-def _visible(folder: Path) -> list[Path]:
-    """The entries of ``folder`` by name, without hidden ones (``.ipynb_checkpoints``, ``.DS_Store``, ``.git``)."""
+def _visible(folder: Path) -> list[os.DirEntry[str]]:
+    """The entries of ``folder`` by name, without hidden ones (``.ipynb_checkpoints``, ``.DS_Store``, ``.git``).
+
+    Directory entries know whether they are folders, files or links from the listing itself: no call to the
+    file system per file (60,000 images otherwise cost seconds of stat calls).
+    """
     try:
-        return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+        with os.scandir(folder) as entries:
+            return sorted((e for e in entries if not e.name.startswith(".")), key=lambda e: e.name)
     except OSError:
         return []  # a folder that cannot be listed holds no images zoo can read
 
@@ -64,15 +70,16 @@ def _images(folder: Path, root: Path, outside: list[Path]) -> list[Path]:
         seen.add(real)
         for entry in _visible(current):
             is_dir = entry.is_dir()
-            if not is_dir and not (entry.suffix.lower() in SUFFIXES and entry.is_file()):
+            if not is_dir and not (os.path.splitext(entry.name)[1].lower() in SUFFIXES and entry.is_file()):
                 continue
+            path = Path(entry.path)
             # Only a link can lead out of a folder already known to be inside root: resolve just those.
-            if entry.is_symlink() and not _inside(entry, root):
-                outside.append(entry)
+            if entry.is_symlink() and not _inside(path, root):
+                outside.append(path)
             elif is_dir:
-                stack.append(entry)
+                stack.append(path)
             else:
-                found.append(entry)
+                found.append(path)
     return sorted(found)
 
 
@@ -83,10 +90,11 @@ def _scan(folder: Path, root: Path, split: str) -> dict[str, list[Path]]:
     for entry in _visible(folder):
         if not entry.is_dir():
             continue
-        if _inside(entry, root):
-            classes[entry.name] = _images(entry, root, outside)
+        path = Path(entry.path)
+        if _inside(path, root):
+            classes[entry.name] = _images(path, root, outside)
         else:
-            outside.append(entry)
+            outside.append(path)
     if outside:
         where = f" ({split})" if split else ""
         warnings.warn(
