@@ -7,10 +7,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 from click.testing import CliRunner, Result
+from onnx import TensorProto, helper
+from zoo.exporters.formats import _save_onnx
 
 from zoo.benchmarking import EAGER, BenchResult, Contender, Limits, Timing, measure
+from zoo.card import decode
 from zoo.cli import cli
 
 
@@ -101,6 +105,54 @@ def test_an_exported_file_is_timed_alone_and_code_needs_trust(run: Path, tmp_pat
     assert refused.exit_code == 1 and "--trust" in refused.stderr and "Traceback" not in refused.output
 
 
+def test_a_files_declared_shape_allocates_nothing_until_a_bounded_batch(run: Path, tmp_path: Path) -> None:
+    """A small graph whose metadata declares 1x2048x2048 images: counting the architecture's MACs at that shape
+    happens on the meta device, and a batch whose input alone passes 2 GiB is refused before anything runs."""
+    assert zoo("export", str(run), "--onnx", "--out", str(tmp_path)).exit_code == 0
+    meta = decode({p.key: p.value for p in onnx.load(str(tmp_path / "mnist_cnn6_16.onnx")).metadata_props}, "")
+    meta["input_shape"] = [1, 2048, 2048]
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [1, len(meta["classes"])], [0.1] * len(meta["classes"]))
+    nodes = [helper.make_node("GlobalAveragePool", ["input"], ["p"]), helper.make_node("Flatten", ["p"], ["f"])]
+    graph = helper.make_graph(
+        [*nodes, helper.make_node("MatMul", ["f", "w"], ["scores"])],
+        "big",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 1, 2048, 2048])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["n", len(meta["classes"])])],
+        [weight],
+    )
+    crafted = tmp_path / "big.onnx"
+    _save_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), meta, crafted)
+    refused = zoo("bench", str(crafted), "--rounds", "1", "--seconds", "0.01")
+    assert refused.exit_code == 1
+    assert "256 images of 1x2048x2048 take 4.0 GiB before the model runs (at most 2 GiB)" in refused.stderr
+    result = zoo("bench", str(crafted), "--batch-sizes", "1", "--rounds", "1", "--seconds", "0.01", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert list(data["timings"]) == ["onnx"] and data["precisions"] == {"onnx": "float32"}
+    assert data["macs_per_image"] > 100 * 199_968  # counted at the declared shape, on the meta device
+
+
+def test_bad_settings_are_refused_before_anything_runs(run: Path, tmp_path: Path) -> None:
+    for args, error in [
+        (["--seconds", "inf"], "'--seconds': inf is not in the range 0<x<=60"),
+        (["--batch-sizes", "100000000"], "--batch-sizes must be integers from 1 to 65,536"),
+        (["--formats", "safetensors"], "--formats has no runtime named 'safetensors'; choose from eager,"),
+        (["--plot", str(tmp_path / "no" / "x.png")], f"is in {tmp_path / 'no'}, which is no folder"),
+        (["--plot", str(tmp_path / "x.jpg")], "x.jpg is not a .png file; name a PNG file in an existing folder"),
+    ]:
+        result = zoo("bench", str(run), *args)
+        assert result.exit_code != 0 and error in result.stderr, (args, result.stderr)
+    missing = zoo("bench", str(tmp_path / "model.onnx"))
+    assert missing.exit_code == 1 and "model.onnx does not exist; give an architecture" in missing.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_file_is_timed_in_its_own_format_only(run: Path, tmp_path: Path) -> None:
+    assert zoo("export", str(run), "--onnx", "--out", str(tmp_path)).exit_code == 0
+    result = zoo("bench", str(tmp_path / "mnist_cnn6_16.onnx"), "--formats", "eager")
+    assert result.exit_code == 1 and "is timed in its own format" in result.stderr
+
+
 def test_a_format_that_cannot_be_proved_is_not_timed_and_says_why(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -116,4 +168,14 @@ def test_a_format_that_cannot_be_proved_is_not_timed_and_says_why(
 def test_an_unknown_runtime_lists_the_known_ones(run: Path) -> None:
     result = zoo("bench", str(run), "--formats", "eager,tensorrt")
     assert result.exit_code == 1
-    assert "no runtime named 'tensorrt'; choose from eager, eager_cl, eager_bf16, torchscript" in result.stderr
+    assert "--formats has no runtime named 'tensorrt'; choose from eager, eager_cl, eager_bf16, torchscript" in (
+        result.stderr
+    )
+
+
+def test_runtimes_named_twice_are_timed_once(run: Path) -> None:
+    result = zoo("bench", str(run), "--formats", "eager,EAGER,onnx,onnx", "--batch-sizes", "1,1", "--rounds", "1",
+                 "--seconds", "0.01", "--json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    timings = json.loads(result.stdout)["timings"]
+    assert list(timings) == ["eager", "onnx"] and all(len(t) == 1 for t in timings.values())

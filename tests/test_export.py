@@ -326,12 +326,24 @@ def test_the_user_sets_an_approximate_formats_thresholds_per_format(
     for option, value, error in [
         ("--min-agreement", "onnx=0.9", "--min-agreement names onnx, which is not an approximate format being "
                                         "exported (those here: flipping)"),
-        ("--min-agreement", "flipping=1.5", "--min-agreement for flipping: min_agreement must be in (0, 1]"),
-        ("--max-accuracy-drop", "flipping", "Invalid value for --max-accuracy-drop: takes FORMAT=NUMBER"),
+        ("--min-agreement", "flipping=1.5", "--min-agreement: takes FORMAT=NUMBER with a fraction above 0 and at "
+                                            "most 1, such as onnx_int8=0.99; got 'flipping=1.5'"),
+        ("--max-accuracy-drop", "flipping", "--max-accuracy-drop: takes FORMAT=NUMBER with points from 0 to below 100"),
+        ("--max-accuracy-drop", "flipping=nan", "got 'flipping=nan'"),
+        ("--min-agreement", "bogus=0.9", "--min-agreement names 'bogus': unknown export format"),
     ]:  # fmt: skip
         refused = zoo("export", run, "--format", "flipping", "--onnx", "--out", str(tmp_path / "x"), option, value)
         assert refused.exit_code != 0 and error in refused.stderr, refused.stderr
         assert not (tmp_path / "x").exists()
+    twice = zoo("export", run, "--format", "flipping", "--out", str(tmp_path / "x"), "--min-agreement", "flipping=0.9",
+                "--min-agreement", "flipping=0.8")  # fmt: skip
+    assert twice.exit_code != 0 and "--min-agreement: gives flipping two values" in twice.stderr
+    # a stricter export that fails over a proved file leaves it, and its entry, in place
+    flipping = (tmp_path / "mnist_cnn6_16.flipping.onnx").read_bytes()
+    again = zoo("export", run, "--format", "flipping", "--out", str(tmp_path), "--force")
+    assert again.exit_code == 1 and (tmp_path / "mnist_cnn6_16.flipping.onnx").read_bytes() == flipping
+    kept = json.loads((tmp_path / "manifest.json").read_text())["files"]["flipping"]
+    assert kept["proof"] == {"policy": "approximate", "min_agreement": 0.93, "max_accuracy_drop": 0.07}
 
 
 def test_an_approximate_format_without_the_test_images_is_not_written(tmp_path: Path) -> None:

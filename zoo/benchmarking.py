@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import statistics
 import tempfile
 import time
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from zoo.card import ModelCard
 from zoo.errors import SettingError, ZooError
 from zoo.loader import get_registry
 from zoo.machine import available_cpus, describe_machine
@@ -25,6 +27,8 @@ from zoo.weights import source_path
 
 __all__ = ["BenchResult", "Contender", "Limits", "Timing", "bench", "measure", "measure_limits"]
 
+MAX_BATCH = 65_536
+MAX_INPUT_BYTES = 2 << 30
 EAGER = ("eager", "eager_cl", "eager_bf16")
 """PyTorch in inference mode: NCHW float32, channels-last float32, and channels-last under bfloat16 autocast."""
 BYTES = {"float32": 4, "bfloat16": 2, "int8": 1}
@@ -219,10 +223,41 @@ def _eager(model: nn.Module, name: str) -> Contender:
     return Contender(name, "bfloat16" if bf16 else "float32", run)
 
 
-def _precision(name: str) -> str:
-    """The arithmetic an exported format runs in: int8 for those named so, float32 for the rest (onnx_fp16
+QUANTIZED = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger"}
+
+
+def _precision(path: Path) -> str:
+    """The arithmetic a file runs in: int8 for an ONNX graph with quantized operators, else float32 (onnx_fp16
     stores float16 weights but computes in float32)."""
-    return "int8" if "int8" in name else "float32"
+    if path.suffix != ".onnx":
+        return "float32"
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return "int8" if any(node.op_type in QUANTIZED for node in graph.node) else "float32"
+
+
+def _check_size(shape: Sequence[int], batch_sizes: Sequence[int]) -> None:
+    """Refuse batches whose input alone would take more than MAX_INPUT_BYTES (the file declares the shape)."""
+    biggest = max(batch_sizes) * math.prod(shape) * 4
+    if biggest > MAX_INPUT_BYTES:
+        raise SettingError("batch_sizes", f"{max(batch_sizes):,} images of {'x'.join(map(str, shape))} take "
+                                          f"{biggest / 2**30:.1f} GiB before the model runs (at most "
+                                          f"{MAX_INPUT_BYTES / 2**30:g} GiB); pass smaller --batch-sizes")  # fmt: skip
+
+
+def _counting_model(card: ModelCard, notes: list[str]) -> nn.Module | None:
+    """An exported file's architecture at the shape the file declares, on the meta device (shapes only: nothing
+    allocated, whatever the file says), to count its MACs and tensor traffic; None when it cannot be built."""
+    arch = get_registry().architectures.get(card.architecture)
+    try:
+        if arch is None:
+            raise ZooError(f"architecture {card.architecture} is not installed")
+        with torch.device("meta"):
+            return arch.build(card.input_shape, card.num_classes)
+    except ZooError as exc:
+        notes.append(f"no roofline: the file's MACs could not be counted ({exc})")
+        return None
 
 
 def bench(
@@ -244,25 +279,33 @@ def bench(
     """
     from zoo.exporting import export
 
-    if not batch_sizes or min(batch_sizes) < 1:
-        raise SettingError("batch_sizes", "must be positive integers, such as 1,256")
-    if rounds < 1 or not seconds > 0:
-        raise SettingError("rounds" if rounds < 1 else "seconds", "must be positive")
+    if not batch_sizes or not 1 <= min(batch_sizes) <= max(batch_sizes) <= MAX_BATCH:
+        raise SettingError("batch_sizes", f"must be integers from 1 to {MAX_BATCH:,}, such as 1,256")
+    if rounds < 1:
+        raise SettingError("rounds", f"must be at least 1, got {rounds}")
+    if not 0 < seconds <= 60:  # false for nan too
+        raise SettingError("seconds", f"must be more than 0 and at most 60, got {seconds}")
+    batch_sizes = list(dict.fromkeys(batch_sizes))
     registry = get_registry()
-    wanted = [_runtime(f) for f in formats] if formats else None
+    wanted = list(dict.fromkeys(_runtime(f) for f in formats)) if formats else None
     threads = available_cpus()
     torch.set_num_threads(threads)
     contenders: list[Contender] = []
     skipped: dict[str, str] = {}
     notes: list[str] = []
     source = Path(source_path(target))
+    if not source.exists() and (source.suffix or len(source.parts) > 1):  # a path, not a name
+        raise ZooError(f"{target} does not exist; give an architecture, ARCH:TAG, a run directory or an exported file")
     with tempfile.TemporaryDirectory(prefix="zoo-bench-") as tmp:
         if source.is_file() and source.suffix != ".safetensors":
+            if wanted:
+                raise SettingError("formats", f"chooses the runtimes an architecture or run is exported to; "
+                                              f"{source} is timed in its own format")  # fmt: skip
             run, card = load_runner(source, trust)
+            _check_size(card.input_shape, batch_sizes)
             name = exporter_for(source).name
-            contenders.append(Contender(name, _precision(name), run))
-            arch = registry.architectures.get(card.architecture)
-            model = arch.build(card.input_shape, card.num_classes) if arch else None
+            contenders.append(Contender(name, _precision(source), run))
+            model = _counting_model(card, notes)
         else:
             names = wanted or [*EAGER, *(e for e in registry.exporters if e != "safetensors")]
             untrained = isinstance(target, str) and target in registry.architectures and _untrained(target)
@@ -288,7 +331,8 @@ def bench(
                     contenders.append(_eager(model, name))
                 elif name in result.files:
                     run, _ = registry.exporter(name).load(result.files[name])  # written and proved just now
-                    contenders.append(Contender(name, _precision(name), run))
+                    contenders.append(Contender(name, _precision(result.files[name]), run))
+            _check_size(card.input_shape, batch_sizes)
         if not contenders:
             raise ZooError(f"nothing to time: {'; '.join(f'{k}: {v}' for k, v in skipped.items())}")
         precisions = {c.name: c.precision for c in contenders}
@@ -298,7 +342,10 @@ def bench(
         after = measure_limits(kinds)  # the machine's best, before or after: a slow moment does not flatter
     limits = Limits({k: max(v, after.gflops.get(k, 0)) for k, v in before.gflops.items()},
                     max(before.bandwidth_gb_s, after.bandwidth_gb_s))  # fmt: skip
-    macs, elements = _traffic(model, card.input_shape) if model is not None else (None, 0)
+    macs, elements = (None, 0)
+    if model is not None:
+        with torch.device(next(model.parameters(), torch.empty(0)).device):  # meta for a file's model: no memory
+            macs, elements = _traffic(model, card.input_shape)
     out = BenchResult(
         str(target),
         describe_machine(threads),
@@ -323,15 +370,18 @@ def bench(
 
 
 def _runtime(name: str) -> str:
-    """A runtime's name: an eager one, or a registered export format (aliases resolved)."""
+    """A runtime's name: an eager one, or a registered export format other than safetensors (aliases resolved)."""
     registry = get_registry()
-    if name in EAGER:
-        return name
+    if name.lower() in EAGER:
+        return name.lower()
     try:
-        return registry.exporter(name).name
+        found = registry.exporter(name).name
     except ZooError:
+        found = None
+    if found in (None, "safetensors"):  # safetensors holds weights: eager runs them
         known = ", ".join([*EAGER, *(e for e in registry.exporters if e != "safetensors")])
-        raise ZooError(f"no runtime named {name!r}; choose from {known}") from None
+        raise SettingError("formats", f"has no runtime named {name!r}; choose from {known}")
+    return str(found)
 
 
 def _untrained(arch: str) -> bool:

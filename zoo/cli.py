@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import math
 import os
 import sys
 import warnings
@@ -566,15 +567,23 @@ def export(target: str, safetensors: bool, torchscript: bool, onnx: bool, pt2: b
 
 
 def _per_format(items: tuple[str, ...], option: str, scale: float) -> dict[str, float]:
-    """FORMAT=NUMBER options as {format: number / scale}."""
-    values = {}
+    """FORMAT=NUMBER options as {format: number / scale}: agreement a fraction in (0, 1], a drop in points in
+    [0, 100)."""
+    values: dict[str, float] = {}
     for item in items:
         fmt, _, number = item.partition("=")
         try:
-            values[fmt] = float(number) / scale
+            value = float(number)
         except ValueError:
-            raise click.BadParameter(f"takes FORMAT=NUMBER, such as onnx_int8=0.5; got {item!r}",  # noqa: B904
-                                     param_hint=option)  # fmt: skip
+            value = math.nan
+        agreement = scale == 1
+        if not fmt or not (0 < value <= 1 if agreement else 0 <= value < 100):
+            wanted = "a fraction above 0 and at most 1" if agreement else "points from 0 to below 100"
+            raise click.BadParameter(f"takes FORMAT=NUMBER with {wanted}, such as onnx_int8="
+                                     f"{0.99 if agreement else 0.5}; got {item!r}", param_hint=option)  # fmt: skip
+        if values.get(fmt, value) != value:
+            raise click.BadParameter(f"gives {fmt} two values", param_hint=option)
+        values[fmt] = value / scale
     return values
 
 
@@ -595,7 +604,7 @@ def _integers(value: str, option: str) -> list[int]:
 @click.option("--batch-sizes", default="1,256", show_default=True, help="Batch sizes to time.")
 @click.option("--rounds", type=click.IntRange(min=1), default=5, show_default=True,
               help="Times every runtime is timed, in turn.")  # fmt: skip
-@click.option("--seconds", type=click.FloatRange(min=0, min_open=True), default=0.25, show_default=True,
+@click.option("--seconds", type=click.FloatRange(min=0, max=60, min_open=True), default=0.25, show_default=True,
               help="Seconds per runtime, batch size and round.")  # fmt: skip
 @click.option("--data-dir", type=click.Path(file_okay=False),
               help="Where data sets are stored: int8 and fp16 files are proved on the test split.")  # fmt: skip
@@ -605,28 +614,33 @@ def _integers(value: str, option: str) -> list[int]:
 def bench(target: str, formats: str | None, batch_sizes: str, as_json: bool, plot: str | None, **options: Any) -> None:
     """Time a model in every runtime zoo runs it in, side by side, and name the fastest.
 
-    ARCH_OR_RUN_OR_FILE: an architecture (its newest run, else its published weights), ARCH:TAG, a run directory or
-    weights file (exported into a temporary folder in every format, each proved first), or one exported file.
+    ARCH_OR_RUN_OR_FILE: an architecture (its newest run in ./runs, else its published weights), ARCH:TAG, a run
+    directory or weights file (exported into a temporary folder in every format, each proved first), or one
+    exported file, timed in its own format.
     Rounds alternate between the runtimes, so that the machine's drift hits all alike.  Beside the figures: the
     CPU's features, the same-run matrix-multiply peak and copy bandwidth, and each runtime's share of its roofline.
     """
+    import pathlib
+
+    picture = pathlib.Path(plot) if plot else None
+    if picture and (picture.suffix.lower() != ".png" or not picture.parent.is_dir()):
+        problem = "is not a .png file" if picture.parent.is_dir() else f"is in {picture.parent}, which is no folder"
+        raise click.BadParameter(f"{plot} {problem}; name a PNG file in an existing folder", param_hint="--plot")
     _load_torch()
     from zoo.benchmarking import bench as run_bench
 
     names = [f.strip() for f in formats.split(",")] if formats else None
     result = run_bench(target, names, batch_sizes=_integers(batch_sizes, "--batch-sizes"), **options)
-    if plot:
-        import pathlib
-
-        from zoo.plots import speeds
-
-        speeds(result, pathlib.Path(plot))
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
     else:
         click.echo(result.table())
     for note in result.notes:
         click.echo(f"note: {note}", err=True)
+    if picture:  # after the figures are out: a plot that cannot be written loses nothing measured
+        from zoo.plots import speeds
+
+        speeds(result, picture)
 
 
 def _weights_row(registry: Registry, w: Weights) -> tuple[str, ...]:

@@ -283,7 +283,12 @@ def _thresholds(exporters: list[Exporter], **given: Mapping[str, float]) -> list
     settings: dict[str, dict[str, float]] = {}
     for setting, values in given.items():
         for name, value in values.items():
-            fmt = registry.exporter(name).name
+            try:
+                fmt = registry.exporter(name).name
+            except ZooError as exc:
+                raise SettingError(setting, f"names {name!r}: {exc}") from None
+            if settings.get(fmt, {}).get(setting, value) != value:
+                raise SettingError(setting, f"gives {fmt} two values")
             if fmt not in chosen or chosen[fmt].proof != "approximate":
                 approximate = ", ".join(e.name for e in exporters if e.proof == "approximate") or "none"
                 raise SettingError(setting, f"names {fmt}, which is not an approximate format being exported "
@@ -402,7 +407,9 @@ def export(
     # Formats exported earlier into the same folder, and not redone now, stay in the manifest.
     manifest = result.out / "manifest.json"
     earlier = json.loads(manifest.read_text()) if manifest.is_file() else {}
-    kept = {f: e for f, e in earlier.get("files", {}).items() if f not in paths and (result.out / e["path"]).is_file()}
+    # A format that was redone now and failed keeps its earlier file, and so its entry.
+    earlier_files = earlier.get("files", {})
+    kept = {f: e for f, e in earlier_files.items() if f not in result.files and (result.out / e["path"]).is_file()}
     write_json(
         manifest,
         {

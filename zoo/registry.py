@@ -307,7 +307,7 @@ class Exporter(_Registered):
         if self.proof == "float32":
             return f"outputs within {ulps:g} float32 rounding steps of the model's"
         return (f"on the test split, the model's top class on at least {self.min_agreement:.1%} of images and "
-                f"at most {self.max_accuracy_drop * 100:.2g} points of accuracy lost")  # fmt: skip
+                f"at most {self.max_accuracy_drop * 100:g} points of accuracy lost")  # fmt: skip
 
     def write(self, model: nn.Module, example: Tensor, meta: dict[str, Any], path: Path, opset: int) -> None:
         self.resolve("writer")(model, example, meta, path, opset)
