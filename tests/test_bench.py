@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner, Result
+from conftest import FakeDist
 from onnx import TensorProto, helper
 from zoo.exporters.formats import _save_onnx
 
@@ -151,6 +152,35 @@ def test_a_file_is_timed_in_its_own_format_only(run: Path, tmp_path: Path) -> No
     assert zoo("export", str(run), "--onnx", "--out", str(tmp_path)).exit_code == 0
     result = zoo("bench", str(tmp_path / "mnist_cnn6_16.onnx"), "--formats", "eager")
     assert result.exit_code == 1 and "is timed in its own format" in result.stderr
+
+
+FLAT = """
+from torch import nn
+import zoo
+
+
+def build(input_shape, num_classes):
+    c, h, w = input_shape
+    return nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, num_classes))
+
+
+@zoo.hookimpl
+def register_architectures(register):
+    register(zoo.Architecture(name="flat", builder=build, summary="one linear layer"))
+"""
+
+
+def test_a_plugins_architecture_without_weights_is_timed_with_fresh_ones(
+    fake_dist: FakeDist, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_dist("zoo-flat", FLAT)
+    monkeypatch.chdir(tmp_path)
+    result = zoo("bench", "flat", "--formats", "eager,onnx", "--batch-sizes", "1", "--rounds", "1", "--seconds",
+                 "0.01", "--json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "flat has no runs and no published weights: timed with fresh ones" in result.stderr
+    data = json.loads(result.stdout)
+    assert list(data["timings"]) == ["eager", "onnx"] and data["macs_per_image"] == 28 * 28 * 10
 
 
 def test_a_format_that_cannot_be_proved_is_not_timed_and_says_why(

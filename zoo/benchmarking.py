@@ -308,7 +308,7 @@ def bench(
             model = _counting_model(card, notes)
         else:
             names = wanted or [*EAGER, *(e for e in registry.exporters if e != "safetensors")]
-            untrained = isinstance(target, str) and target in registry.architectures and _untrained(target)
+            untrained = _untrained(str(target))
             files = [n for n in names if n not in EAGER]
             exact = [n for n in files if registry.exporter(n).proof != "approximate"]
             # the safetensors file gives the eager contenders their model, with the weights the others hold
@@ -384,8 +384,13 @@ def _runtime(name: str) -> str:
     return str(found)
 
 
-def _untrained(arch: str) -> bool:
-    """Time fresh weights when an architecture has neither runs nor published weights: speed does not depend on them."""
+def _untrained(target: str) -> bool:
+    """Time fresh weights when ``target`` names an architecture (or alias) with neither runs nor published weights:
+    speed does not depend on them."""
     from zoo import runs
 
+    try:
+        arch = get_registry().architecture(target).name
+    except ZooError:
+        return False  # a run, a file or ARCH:TAG
     return runs.newest(Path(runs.DEFAULT_RUNS_DIR), arch) is None and not get_registry().weights_of(arch)
