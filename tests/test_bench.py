@@ -62,8 +62,8 @@ def test_the_roofline_is_the_lower_of_the_arithmetic_and_the_memory_bound() -> N
     timings = {"a": [Timing(256, 1, 1, 1)], "b": [Timing(256, 1, 1, 1)]}
     per_image = {"float32": 400_000, "int8": 100_000}
     result = BenchResult("x", "m", 1, 1_000_000, per_image, limits, timings, {"a": "float32", "b": "int8"})
-    assert result.roofline("a", 256) == pytest.approx(25_000)  # 10 GB/s / 400 kB: memory-bound
-    assert result.roofline("b", 256) == pytest.approx(100_000)  # 10 GB/s / 100 kB = 400 GFLOP/s / 2 MFLOP
+    assert result.roofline("a") == pytest.approx(25_000)  # 10 GB/s / 400 kB: memory-bound
+    assert result.roofline("b") == pytest.approx(100_000)  # 10 GB/s / 100 kB = 400 GFLOP/s / 2 MFLOP
 
 
 def test_bench_times_every_runtime_and_draws_them(run: Path, tmp_path: Path) -> None:

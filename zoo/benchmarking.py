@@ -79,7 +79,7 @@ class BenchResult:
     """Formats not timed, and why."""
     notes: list[str] = field(default_factory=list)
 
-    def roofline(self, name: str, batch: int) -> float | None:
+    def roofline(self, name: str) -> float | None:
         """Images/s the machine allows this contender: the lower of its arithmetic and memory-traffic bounds."""
         precision = self.precisions[name]
         peak = self.limits.gflops.get(precision)
@@ -277,7 +277,7 @@ def bench(
     file is timed with its own runtime, beside PyTorch eager.  An exported file is timed alone; one whose format
     can run code needs ``trust=True``.
     """
-    from zoo.exporting import export
+    from zoo.exporting import ExportError, export
 
     if not batch_sizes or not 1 <= min(batch_sizes) <= max(batch_sizes) <= MAX_BATCH:
         raise SettingError("batch_sizes", f"must be integers from 1 to {MAX_BATCH:,}, such as 1,256")
@@ -313,16 +313,19 @@ def bench(
             exact = [n for n in files if registry.exporter(n).proof != "approximate"]
             # the safetensors file gives the eager contenders their model, with the weights the others hold
             result = export(target, ["safetensors", *exact], out=tmp, untrained=untrained, data_dir=data_dir)
-            exporters = {e.notice for e in registry.exporters.values()}
-            notes += [n for n in result.notices if n not in exporters]  # what zoo export says about each format
+            format_notices = {e.notice for e in registry.exporters.values()}
+            notes += [n for n in result.notices if n not in format_notices]  # what zoo export says of the model
             if untrained:
                 notes.append(f"{target} has no runs and no published weights: timed with fresh ones")
-            for name in (n for n in files if n not in exact):
+            if approximate := [n for n in files if n not in exact]:  # one call: the test split is read once
                 try:
-                    result.files.update(export(target, [name], out=tmp, untrained=untrained, data_dir=data_dir).files)
-                except ZooError as exc:  # its manifest, which the message points to, goes with the folder
-                    why = str(exc).removeprefix("not equivalent, so not written: ")
-                    skipped[name] = why.split(" (see ")[0]
+                    judged = export(target, approximate, out=tmp, untrained=untrained, data_dir=data_dir)
+                except ExportError as exc:  # those that were proved are timed, the others say why not
+                    if exc.result is None:
+                        raise
+                    judged = exc.result
+                result.files.update(judged.files)
+                skipped.update(judged.failures)
             from zoo.inference import load_model
 
             model, card = load_model(result.files["safetensors"])
@@ -359,9 +362,8 @@ def bench(
         notes,
     )
     for name, ts in timings.items():
-        peak = limits.gflops.get(precisions[name])
+        peak, roof = limits.gflops.get(precisions[name]), out.roofline(name)
         for t in ts:
-            roof = out.roofline(name, t.batch)
             if macs and peak:
                 t.peak_percent = 100 * t.images_per_s * 2 * macs / (peak * 1e9)
             if roof:

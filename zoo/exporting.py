@@ -83,6 +83,8 @@ class ExportResult:
     files: dict[str, Path] = field(default_factory=dict)
     checks: list[Check] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
+    failures: dict[str, str] = field(default_factory=dict)
+    """Formats not written, and why."""
 
     def table(self) -> str:
         lines = [f"{'format':<12} {'inputs':<7} {'batch':>5} {'max abs':>10} {'ulps':>9} {'top-1':>7} {'accuracy':>9}  "
@@ -381,7 +383,6 @@ def export(
     approximate = any(e.proof == "approximate" for e in exporters)
     inputs = _inputs(card, batch_sizes, dataset, data_dir, result.notices, approximate)
     example = inputs.calibration if inputs.calibration is not None else torch.zeros(2, *card.input_shape)
-    failures = []
     for exporter in exporters:
         try:
             with atomic_path(paths[exporter.name]) as tmp:
@@ -392,10 +393,11 @@ def export(
                 if failed:  # the temporary file is removed: nothing lands under the final name
                     raise ExportError(_failure(exporter, failed, ulps))
         except ExportError as exc:
-            failures.append(str(exc))
+            result.failures[exporter.name] = str(exc)
             continue
         except Exception as exc:
-            failures.append(f"{exporter.name}: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
+            detail = " ".join(str(exc).split())[:300]
+            result.failures[exporter.name] = f"{exporter.name}: {type(exc).__name__}: {detail}"
             continue
         result.files[exporter.name] = paths[exporter.name]
         if exporter.notice:
@@ -432,8 +434,10 @@ def export(
             + [asdict(c) for c in result.checks],
         },
     )
-    if failures:
+    if result.failures:
         raise ExportError(
-            f"not equivalent, so not written: {'; '.join(failures)} (see {result.out / 'manifest.json'})", result
+            f"not equivalent, so not written: {'; '.join(result.failures.values())} "
+            f"(see {result.out / 'manifest.json'})",
+            result,
         )
     return result

@@ -104,7 +104,7 @@ def speeds(result: BenchResult, path: Path) -> None:
     for ax, (i, batch) in zip(axes[0], enumerate(batches), strict=True):
         y = np.arange(len(names))
         ax.barh(y, [result.timings[n][i].images_per_s for n in names], color="tab:blue")
-        roofs = [result.roofline(n, batch) for n in names]
+        roofs = [result.roofline(n) for n in names]
         if i == len(batches) - 1 and any(roofs):
             ax.scatter([r or np.nan for r in roofs], y, marker="|", s=200, color="tab:red", label="roofline")
             ax.legend(fontsize=8)
