@@ -170,21 +170,16 @@ def write_onnx_fp16(model: nn.Module, example: torch.Tensor, meta: dict[str, Any
 
 
 def run_onnx(path: Path) -> tuple[Run, dict[str, Any]]:
-    """Checked with onnx's full checker, then run by onnxruntime on the CPU.
-
-    Only self-contained files load: external data names other files to read, which a model file may not choose.
-    """
+    """Checked with onnx's checker and zoo's bounds (no external data, no control flow, sizes known), then run by
+    onnxruntime on the CPU."""
     import onnx
     import onnxruntime
-    from onnx.external_data_helper import uses_external_data
+
+    from zoo.onnx_guard import check_onnx
 
     proto = onnx.load(str(path), load_external_data=False)
-    if any(uses_external_data(t) for t in onnx.external_data_helper._get_all_tensors(proto)):
-        raise zoo.ZooError(
-            f"{path} keeps its weights as external data in other files; zoo reads only "
-            f"self-contained ONNX files, as `zoo export` writes them"
-        )
-    onnx.checker.check_model(proto, full_check=True)
+    check_onnx(proto, path)
+    onnx.checker.check_model(proto)
     session = onnxruntime.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
 

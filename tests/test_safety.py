@@ -271,3 +271,137 @@ def test_non_finite_weights_are_refused(checkpoint_file: Path, exported: Path, t
     checkpoint.save(tmp_path / "nan.safetensors", broken, saved.card)
     result = zoo_cli("predict", str(tmp_path / "nan.safetensors"), str(exported / "digit.png"))
     assert result.exit_code == 1 and "gives non-finite scores: its weights are broken" in result.stderr
+
+
+def crafted_onnx(path: Path, extra: list[onnx.NodeProto], added: str, **model: object) -> Path:
+    """A zoo-looking ONNX classifier (flatten, one matrix product) whose scores get ``added`` from ``extra`` nodes."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from zoo.card import encode
+
+    weight = numpy_helper.from_array(np.zeros((784, 10), np.float32), "weight")
+    nodes = [
+        helper.make_node("Flatten", ["input"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "weight"], ["logits"]),
+        *extra,
+        helper.make_node("Add", ["logits", added], ["scores"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "crafted",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, 28, 28])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", 10])],
+        [weight],
+    )
+    opsets = model.pop("opset_imports", [helper.make_opsetid("", 17)])
+    proto = helper.make_model(graph, opset_imports=opsets, **model)
+    for key, value in encode(META).items():
+        proto.metadata_props.add(key=key, value=value)
+    onnx.save(proto, str(path))
+    return path
+
+
+def _external(location: str) -> onnx.TensorProto:
+    """Ten floats that onnxruntime would read from the file ``location``, relative to the current directory."""
+    tensor = onnx.TensorProto(name="v", data_type=onnx.TensorProto.FLOAT, dims=[10])
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    tensor.external_data.add(key="location", value=location)
+    tensor.external_data.add(key="length", value="40")
+    return tensor
+
+
+def _sparse_secret() -> list[onnx.NodeProto]:
+    """A Constant whose sparse value is read from ``secret.txt`` beside wherever zoo runs (as onnxruntime does)."""
+    from onnx import TensorProto, helper
+
+    values = _external("secret.txt")
+    indices = helper.make_tensor("i", TensorProto.INT64, [10], list(range(10)))
+    sparse = helper.make_sparse_tensor(values, indices, [10])
+    return [helper.make_node("Constant", [], ["leak"], sparse_value=sparse)]
+
+
+def _function_secret() -> tuple[list[onnx.NodeProto], dict[str, object]]:
+    """The same read hidden in a local function's constant."""
+    from onnx import TensorProto, helper
+
+    value = _external("secret.txt")
+    body = helper.make_function(
+        "evil", "Leak", [], ["out"], [helper.make_node("Constant", [], ["out"], value=value)],
+        [helper.make_opsetid("", 17)],
+    )  # fmt: skip
+    extra = {"functions": [body], "opset_imports": [helper.make_opsetid("", 17), helper.make_opsetid("evil", 1)]}
+    return [helper.make_node("Leak", [], ["leak"], domain="evil")], extra
+
+
+def _endless_loop() -> list[onnx.NodeProto]:
+    from onnx import TensorProto, helper
+
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond"], ["cond_out"]), helper.make_node("Identity", ["x"], ["x_out"])],
+        "forever",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("x", TensorProto.FLOAT, [10])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("x_out", TensorProto.FLOAT, [10])],
+    )  # fmt: skip
+    return [
+        helper.make_node("Constant", [], ["zeros"], value=helper.make_tensor("z", TensorProto.FLOAT, [10], [0] * 10)),
+        helper.make_node("Constant", [], ["yes"], value=helper.make_tensor("t", TensorProto.BOOL, [], [True])),
+        helper.make_node("Loop", ["", "yes", "zeros"], ["leak"], body=body),
+    ]
+
+
+def _huge_constant() -> list[onnx.NodeProto]:
+    """32 GiB of zeros from a 64-byte file: the size is a constant in the graph."""
+    from onnx import TensorProto, helper
+
+    shape = helper.make_tensor("s", TensorProto.INT64, [2], [1 << 23, 1 << 10])
+    return [
+        helper.make_node("Constant", [], ["shape"], value=shape),
+        helper.make_node("ConstantOfShape", ["shape"], ["big"]),
+        helper.make_node("ReduceSum", ["big"], ["leak"], keepdims=0),
+    ]
+
+
+def _size_from_data() -> list[onnx.NodeProto]:
+    """An allocation whose size the input image's pixels decide."""
+    from onnx import TensorProto, helper
+
+    return [
+        helper.make_node("ReduceMax", ["input"], ["peak"], keepdims=0),
+        helper.make_node("Cast", ["peak"], ["n"], to=TensorProto.INT64),
+        helper.make_node("Constant", [], ["one"], value=helper.make_tensor("o", TensorProto.INT64, [1], [1])),
+        helper.make_node("Reshape", ["n", "one"], ["shape"]),
+        helper.make_node("ConstantOfShape", ["shape"], ["big"]),
+        helper.make_node("ReduceSum", ["big"], ["leak"], keepdims=0),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (_sparse_secret, "tensor v as external data"),
+        (_function_secret, "tensor v as external data"),
+        (_endless_loop, "has a Loop node"),
+        (_huge_constant, "MiB for one image"),
+        (_size_from_data, "the data it is given decides it"),
+    ],
+    ids=["sparse-external-data", "function-external-data", "endless-loop", "huge-constant", "size-from-data"],
+)
+@pytest.mark.parametrize("command", ["predict", "eval", "bench"])
+def test_a_crafted_onnx_file_is_refused_before_it_runs(
+    build: object, message: str, command: str, exported: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading local files, looping forever or allocating what the file says are refused in one line, for every
+    command that runs a file."""
+    built = build()  # type: ignore[operator]
+    nodes, extra = built if isinstance(built, tuple) else (built, {})
+    added = nodes[-1].output[0]
+    evil = crafted_onnx(tmp_path / "evil.onnx", nodes, added, **extra)
+    (tmp_path / "secret.txt").write_bytes(b"\x00\x00\x80\x3f" * 10)  # 1.0 ten times, if it were read
+    monkeypatch.chdir(tmp_path)
+    args = {"predict": [str(exported / "digit.png")], "eval": ["sevenseg"], "bench": ["--rounds", "1"]}[command]
+    result = zoo_cli(command, str(evil), *args)
+    assert result.exit_code == 1, result.output
+    assert message in result.stderr and result.stderr.count("\n") == 1, result.stderr
