@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -74,12 +75,12 @@ def test_killed_at_any_write_then_resumed_ends_bit_identical(tmp_path: Path) -> 
             assert n > 10, "a kill at each of ten or more points"
             break
         assert killed.returncode == -signal.SIGKILL, f"write {n}: {killed.stderr}"
-        assert any(p.name.startswith(".tmp") for p in run.iterdir()), "killed between writing and renaming"
+        assert any(p.name.startswith(".zoo-tmp-") for p in run.iterdir()), "killed between writing and renaming"
         # The same command continues: a run that never saved its config starts again, any other resumes.
         again = [*TRAIN, "--out", str(run)] if not (run / "config.json").exists() else ["train", "--resume", str(run)]
         finished = run_zoo(*again)
         assert finished.returncode == 0, f"write {n}: {finished.stderr}"
-        assert not [p.name for p in run.iterdir() if p.name.startswith(".tmp")], "stale temporary files are cleared"
+        assert not [p for p in run.iterdir() if p.name.startswith(".zoo-tmp-")], "stale temporary files are cleared"
         got_best, got_last, got_metrics = outcome(run)
         assert got_metrics == metrics, f"write {n}"
         for expected, got in ((best, got_best), (last, got_last)):
@@ -179,12 +180,14 @@ def test_a_full_disk_names_the_directory_and_keeps_the_previous_file(
 
 def test_stale_temporary_files_of_dead_processes_are_cleared(tmp_path: Path) -> None:
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    stale = tmp_path / f".tmp{dead.stdout.strip()}-last.safetensors"
-    live = tmp_path / f".tmp{os.getppid()}-metrics.jsonl"  # a running process's file is left alone
+    stale = tmp_path / f".zoo-tmp-{dead.stdout.strip()}-last.safetensors"
+    live = tmp_path / f".zoo-tmp-{os.getppid()}-metrics.jsonl"  # a running process's file is left alone
+    users = tmp_path / f".tmp{dead.stdout.strip()}-thesis.txt"  # only looks like a temporary name
     stale.write_text("half")
     live.write_text("in progress")
+    users.write_text("a user's file")
     files.write_text(tmp_path / "metrics.jsonl", "ok\n")
-    assert not stale.exists() and live.exists()
+    assert not stale.exists() and live.exists() and users.exists()
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this platform")
@@ -197,3 +200,23 @@ def test_threads_follow_the_cpus_this_process_may_use(tmp_path: Path) -> None:
     assert zoo(*TRAIN, "--max-steps", "2", "--threads", "3", "--out", str(tmp_path / "three")).exit_code == 0
     assert json.loads((tmp_path / "three" / "config.json").read_text())["train"]["threads"] == 3
     assert "--threads must be an integer from 1 to 1024" in zoo(*TRAIN, "--threads", "0").stderr
+
+
+@pytest.mark.slow
+def test_one_process_trains_a_run_at_a_time(tmp_path: Path) -> None:
+    """Two `zoo train --out DIR` started together: one trains, the other is refused (never both exit 0, one run
+    lost); `--resume` of a run another process is training names that process."""
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "zoo", *TRAIN, "--epochs", "30", "--out", str(run)]  # long enough to resume
+    started = [subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in "ab"]
+    first, second = started
+    deadline = time.monotonic() + 120
+    while not (run / "config.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    resumed = run_zoo("train", "--resume", str(run))
+    errors = first.communicate(timeout=300)[1] + second.communicate(timeout=300)[1]
+    codes = sorted([first.returncode, second.returncode])
+    assert codes == [0, 1], errors
+    assert "is being trained by process" in errors or "already holds files" in errors, errors
+    assert resumed.returncode == 1 and "is being trained by process" in resumed.stderr, resumed.stderr
+    assert json.loads((run / "summary.json").read_text())["test_accuracy"] > 0

@@ -322,7 +322,7 @@ def _sparse_secret() -> list[onnx.NodeProto]:
 
 def _function_secret() -> tuple[list[onnx.NodeProto], dict[str, object]]:
     """The same read hidden in a local function's constant."""
-    from onnx import TensorProto, helper
+    from onnx import helper
 
     value = _external("secret.txt")
     body = helper.make_function(

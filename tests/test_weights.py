@@ -9,6 +9,7 @@ import shutil
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from conftest import FakeDist
 from PIL import Image
 
 import zoo
+import zoo.weights
 from zoo import Weights, checkpoint
 from zoo.cli import cli
 from zoo.errors import PluginWarning, UnknownName, ZooError
@@ -269,6 +271,24 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(body[: len(body) // 2])
             return
+        if self.path.startswith("/drip/"):  # a byte every 50 ms: never silent long enough for a read timeout
+            size = (Path(self.directory) / self.path[6:]).stat().st_size
+            self.send_response(200)
+            self.send_header("Content-Length", str(size))
+            self.end_headers()
+            for _ in range(200):  # bounded: 10 s at most
+                try:
+                    self.wfile.write(b"\0")
+                    self.wfile.flush()
+                except OSError:
+                    return  # the client gave up
+                time.sleep(0.05)
+            return
+        if self.path.startswith("/elsewhere/"):  # the same file, on another host name
+            self.send_response(302)
+            self.send_header("Location", f"http://localhost:{self.server.server_port}/{self.path[11:]}")
+            self.end_headers()
+            return
         super().do_GET()
 
 
@@ -326,6 +346,31 @@ def test_bad_downloads_leave_nothing_behind(
     with pytest.raises(ZooError, match=message):
         fetch(w, progress=False)
     assert not any(p.is_file() for p in cache.rglob("*"))
+
+
+def test_a_download_that_drips_ends_at_its_deadline(
+    server: tuple[str, Path], cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, served = server
+    builtin = get_registry().weights["mnist_cnn6_16:mnist"]
+    shutil.copyfile(fetch(builtin), served / "w.safetensors")
+    monkeypatch.setattr(zoo.weights, "_GRACE_S", 0.5)  # the deadline of a file this size: 0.5 s + 240 KB at 1 MB/s
+    monkeypatch.setattr(zoo.weights, "_MIN_BYTES_PER_S", 1 << 20)
+    w = record_of(builtin.name, file="", url=f"{url}/drip/w.safetensors")
+    started = time.monotonic()
+    with pytest.raises(ZooError, match=r"is too slow \(\d+ of 242,256 bytes in 1 s.*nothing was saved"):
+        fetch(w, progress=False)
+    assert time.monotonic() - started < 5 and not any(p.is_file() for p in cache.rglob("*"))
+
+
+def test_a_redirect_to_another_host_is_refused(server: tuple[str, Path], cache: Path) -> None:
+    url, served = server
+    builtin = get_registry().weights["mnist_cnn6_16:mnist"]
+    shutil.copyfile(fetch(builtin), served / "w.safetensors")
+    w = record_of(builtin.name, file="", url=f"{url}/elsewhere/w.safetensors")
+    with pytest.raises(ZooError, match=r"redirects to another host \(http://localhost:"):
+        fetch(w, progress=False)
+    assert _Handler.requests == ["/elsewhere/w.safetensors"] and not any(p.is_file() for p in cache.rglob("*"))
 
 
 def test_offline_says_which_url_to_fetch_and_where_to_put_it(cache: Path) -> None:

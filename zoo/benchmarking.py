@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import math
 import statistics
 import tempfile
 import time
@@ -27,8 +26,8 @@ from zoo.weights import source_path
 
 __all__ = ["BenchResult", "Contender", "Limits", "Timing", "bench", "measure", "measure_limits"]
 
-MAX_BATCH = 65_536
-MAX_INPUT_BYTES = 2 << 30
+MAX_ROUNDS = 100
+"""With at most 60 s per runtime, batch size and round, a benchmark still ends."""
 EAGER = ("eager", "eager_cl", "eager_bf16")
 """PyTorch in inference mode: NCHW float32, channels-last float32, and channels-last under bfloat16 autocast."""
 BYTES = {"float32": 4, "bfloat16": 2, "int8": 1}
@@ -237,15 +236,6 @@ def _precision(path: Path) -> str:
     return "int8" if any(node.op_type in QUANTIZED for node in graph.node) else "float32"
 
 
-def _check_size(shape: Sequence[int], batch_sizes: Sequence[int]) -> None:
-    """Refuse batches whose input alone would take more than MAX_INPUT_BYTES (the file declares the shape)."""
-    biggest = max(batch_sizes) * math.prod(shape) * 4
-    if biggest > MAX_INPUT_BYTES:
-        raise SettingError("batch_sizes", f"{max(batch_sizes):,} images of {'x'.join(map(str, shape))} take "
-                                          f"{biggest / 2**30:.1f} GiB before the model runs (at most "
-                                          f"{MAX_INPUT_BYTES / 2**30:g} GiB); pass smaller --batch-sizes")  # fmt: skip
-
-
 def _counting_model(card: ModelCard, notes: list[str]) -> nn.Module | None:
     """An exported file's architecture at the shape the file declares, on the meta device (shapes only: nothing
     allocated, whatever the file says), to count its MACs and tensor traffic; None when it cannot be built."""
@@ -277,12 +267,11 @@ def bench(
     file is timed with its own runtime, beside PyTorch eager.  An exported file is timed alone; one whose format
     can run code needs ``trust=True``.
     """
-    from zoo.exporting import ExportError, export
+    from zoo.exporting import ExportError, check_batch_sizes, export
 
-    if not batch_sizes or not 1 <= min(batch_sizes) <= max(batch_sizes) <= MAX_BATCH:
-        raise SettingError("batch_sizes", f"must be integers from 1 to {MAX_BATCH:,}, such as 1,256")
-    if rounds < 1:
-        raise SettingError("rounds", f"must be at least 1, got {rounds}")
+    check_batch_sizes(batch_sizes)
+    if not 1 <= rounds <= MAX_ROUNDS:
+        raise SettingError("rounds", f"must be from 1 to {MAX_ROUNDS}, got {rounds}")
     if not 0 < seconds <= 60:  # false for nan too
         raise SettingError("seconds", f"must be more than 0 and at most 60, got {seconds}")
     batch_sizes = list(dict.fromkeys(batch_sizes))
@@ -302,7 +291,7 @@ def bench(
                 raise SettingError("formats", f"chooses the runtimes an architecture or run is exported to; "
                                               f"{source} is timed in its own format")  # fmt: skip
             run, card = load_runner(source, trust)
-            _check_size(card.input_shape, batch_sizes)
+            check_batch_sizes(batch_sizes, card.input_shape)
             name = exporter_for(source).name
             contenders.append(Contender(name, _precision(source), run))
             model = _counting_model(card, notes)
@@ -335,7 +324,7 @@ def bench(
                 elif name in result.files:
                     run, _ = registry.exporter(name).load(result.files[name])  # written and proved just now
                     contenders.append(Contender(name, _precision(result.files[name]), run))
-            _check_size(card.input_shape, batch_sizes)
+            check_batch_sizes(batch_sizes, card.input_shape)
         if not contenders:
             raise ZooError(f"nothing to time: {'; '.join(f'{k}: {v}' for k, v in skipped.items())}")
         precisions = {c.name: c.precision for c in contenders}

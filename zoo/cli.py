@@ -602,7 +602,7 @@ def _integers(value: str, option: str) -> list[int]:
               help="Comma-separated runtimes: eager, eager_cl (channels-last), eager_bf16 (bfloat16 autocast) and "
                    "export formats [default: all of them].")  # fmt: skip
 @click.option("--batch-sizes", default="1,256", show_default=True, help="Batch sizes to time.")
-@click.option("--rounds", type=click.IntRange(min=1), default=5, show_default=True,
+@click.option("--rounds", type=click.IntRange(min=1, max=100), default=5, show_default=True,
               help="Times every runtime is timed, in turn.")  # fmt: skip
 @click.option("--seconds", type=click.FloatRange(min=0, max=60, min_open=True), default=0.25, show_default=True,
               help="Seconds per runtime, batch size and round.")  # fmt: skip
@@ -697,13 +697,14 @@ def weights_(patterns: tuple[str, ...], as_json: bool, markdown: bool) -> None:
 @click.option("--url", default="", help="Where the file will be downloadable from, if not shipped as package data.")
 @click.option("--default", "default", is_flag=True, help="Make these the architecture's default weights.")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Where the test split is stored.")
-def publish(run: str, tag: str | None, out: str, url: str, default: bool, data_dir: str | None) -> None:
+@click.option("--force", is_flag=True, help="Replace weights published in --out under the same name.")
+def publish(run: str, tag: str | None, out: str, url: str, default: bool, data_dir: str | None, force: bool) -> None:
     """Make a finished run into published weights: the file, and a record with its test accuracy, sha256,
     size, parameters, MACs and the `zoo train` command that made it."""
     _load_torch()
     from zoo.weights import publish as run_publish
 
-    record = run_publish(run, tag, out, url=url, default=default, data_dir=data_dir)
+    record = run_publish(run, tag, out, url=url, default=default, data_dir=data_dir, force=force)
     name = f"{record['architecture']}-{record['tag']}"
     click.echo(f"wrote {os.path.join(out, name)}.safetensors and .json: {record['architecture']}:{record['tag']}, "
                f"{record['accuracy']:.2%} on {record['dataset']}'s test split, {record['size']:,} bytes")  # fmt: skip

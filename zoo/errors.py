@@ -54,4 +54,4 @@ class PluginWarning(UserWarning):
 
 
 class DataWarning(UserWarning):
-    """Some images could not be read and were skipped."""
+    """Data zoo could not use: images it could not read (skipped), a manifest it could not check a file against."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -17,14 +17,24 @@ from zoo import runs
 from zoo.card import ModelCard, new_card
 from zoo.data import Normalizer, resolve_data_dir
 from zoo.errors import SettingError, ZooError
-from zoo.files import atomic_path, sha256, write_json
+from zoo.files import atomic_path, read_json, sha256, write_json
 from zoo.folders import find_dataset
-from zoo.inference import load_model, recorded_data_dir
+from zoo.inference import load_model
 from zoo.loader import get_registry
 from zoo.registry import DEFAULT_ULPS, Exporter, Weights
 from zoo.weights import fetch, named_weights
 
-__all__ = ["DEFAULT_ULPS", "Check", "ExportError", "ExportResult", "export", "rounding_steps", "top1_disagreements"]
+__all__ = [
+    "DEFAULT_ULPS",
+    "MAX_BATCH",
+    "Check",
+    "ExportError",
+    "ExportResult",
+    "check_batch_sizes",
+    "export",
+    "rounding_steps",
+    "top1_disagreements",
+]
 
 
 class ExportError(ZooError):
@@ -331,6 +341,40 @@ def _proof(exporter: Exporter, ulps: float) -> dict[str, Any]:
     return {"policy": "exact"}
 
 
+MAX_BATCH = 65_536
+MAX_INPUT_BYTES = 2 << 30
+
+
+def check_batch_sizes(batch_sizes: Sequence[int], shape: Sequence[int] | None = None) -> None:
+    """Refuse batch sizes outside 1..MAX_BATCH, or whose input of ``shape`` alone would take more than
+    MAX_INPUT_BYTES (a file declares its shape), before anything is allocated."""
+    if not batch_sizes or not all(isinstance(b, int) and 1 <= b <= MAX_BATCH for b in batch_sizes):
+        raise SettingError("batch_sizes", f"must be integers from 1 to {MAX_BATCH:,}, such as 1,2,64")
+    biggest = max(batch_sizes) * math.prod(shape or ()) * 4
+    if shape and biggest > MAX_INPUT_BYTES:
+        raise SettingError("batch_sizes", f"{max(batch_sizes):,} images of {'x'.join(map(str, shape))} take "
+                                          f"{biggest / 2**30:.1f} GiB before the model runs (at most "
+                                          f"{MAX_INPUT_BYTES / 2**30:g} GiB); pass smaller --batch-sizes")  # fmt: skip
+
+
+def _earlier_manifest(manifest: Path) -> dict[str, Any]:
+    """The manifest an earlier export wrote into the folder ({} if none); one zoo did not write is never replaced."""
+    if not manifest.exists() and not manifest.is_symlink():
+        return {}
+    fix = "export into another --out, or move it away"
+    try:
+        earlier = read_json(manifest)
+    except ZooError as exc:
+        raise ZooError(f"{exc}, so it is no manifest zoo wrote; {fix}") from None
+    files = earlier.get("files") if isinstance(earlier, dict) else None
+    versions = earlier.get("versions") if isinstance(earlier, dict) else None
+    if not (isinstance(files, dict) and isinstance(versions, dict) and "zoo" in versions):
+        raise ZooError(f"{manifest} is not a manifest zoo wrote, and zoo will not replace it; {fix}")
+    if not all(isinstance(e, dict) and Path(str(e.get("path"))).name == e.get("path") for e in files.values()):
+        raise ZooError(f"{manifest} is damaged (a file entry without a path); {fix}")
+    return dict(earlier)
+
+
 def export(
     target: str | Path,
     formats: Sequence[str] | None = None,
@@ -363,23 +407,25 @@ def export(
     else:  # approximate formats need the data set's images: written when named
         exporters = [e for e in registry.exporters.values() if e.proof != "approximate"]
     exporters = _thresholds(exporters, min_agreement=min_agreement or {}, max_accuracy_drop=max_accuracy_drop or {})
-    if not batch_sizes or min(batch_sizes) < 1:
-        raise SettingError("batch_sizes", "must be positive integers, such as 1,2,64")
+    check_batch_sizes(batch_sizes)
     notices: list[str] = []
     model, card, name, default_out, origin = _source(str(target), weights, Path(runs_dir), untrained, notices)
     model.eval()
+    check_batch_sizes(batch_sizes, card.input_shape)
     card = replace(card, opset=opset, zoo_version=zoo.__version__)
     result = ExportResult(Path(out) if out else default_out, notices=notices)
     paths = {e.name: result.out / f"{name}{e.suffix}" for e in exporters}
     existing = [str(p) for p in paths.values() if p.exists()]
     if existing and not force:
         raise ZooError(f"{', '.join(existing)} already exist; pass --force to overwrite, or --out DIR")
+    manifest = result.out / "manifest.json"
+    earlier = _earlier_manifest(manifest)  # checked before anything is written
     try:
         result.out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ZooError(f"cannot write to {result.out} ({exc.strerror}); pass --out DIR") from exc
 
-    data_dir = data_dir or (origin and recorded_data_dir(origin))
+    data_dir = data_dir or (origin and runs.recorded_data_dir(Path(origin)))
     approximate = any(e.proof == "approximate" for e in exporters)
     inputs = _inputs(card, batch_sizes, dataset, data_dir, result.notices, approximate)
     example = inputs.calibration if inputs.calibration is not None else torch.zeros(2, *card.input_shape)
@@ -407,11 +453,10 @@ def export(
     import onnxruntime
 
     # Formats exported earlier into the same folder, and not redone now, stay in the manifest.
-    manifest = result.out / "manifest.json"
-    earlier = json.loads(manifest.read_text()) if manifest.is_file() else {}
     # A format that was redone now and failed keeps its earlier file, and so its entry.
     earlier_files = earlier.get("files", {})
     kept = {f: e for f, e in earlier_files.items() if f not in result.files and (result.out / e["path"]).is_file()}
+    kept_checks = [c for c in earlier.get("verification", []) if isinstance(c, dict) and c.get("format") in kept]
     write_json(
         manifest,
         {
@@ -430,8 +475,7 @@ def export(
                     if (p := result.files.get(e.name))
                 },
             },
-            "verification": [c for c in earlier.get("verification", []) if c["format"] in kept]
-            + [asdict(c) for c in result.checks],
+            "verification": [*kept_checks, *(asdict(c) for c in result.checks)],
         },
     )
     if result.failures:

@@ -10,18 +10,29 @@ import json
 import os
 import re
 import signal
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from zoo.errors import ZooError
 
-__all__ = ["KILL_AT_WRITE_ENV", "atomic_path", "clear_stale", "sha256", "write_json", "write_text"]
+__all__ = [
+    "KILL_AT_WRITE_ENV",
+    "MAX_JSON_BYTES",
+    "atomic_path",
+    "clear_stale",
+    "read_json",
+    "sha256",
+    "write_json",
+    "write_text",
+]
 
 KILL_AT_WRITE_ENV = "ZOO_TEST_KILL_AT_WRITE"
 """For fault-injection tests: ``N`` makes the process kill itself (SIGKILL) at its Nth file write, before the rename."""
 _writes = itertools.count(1)
-_TEMP = re.compile(r"\.tmp(\d+)-(.+)")
+_TEMP = re.compile(r"\.zoo-tmp-(\d+)-(.+)")
+"""zoo's temporary names (``.zoo-tmp-PID-NAME``): unmistakable, so that clearing them never takes a user's file."""
 
 
 def _umask() -> int:
@@ -73,7 +84,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     readable by their owner alone.  A full disk is a ZooError naming the directory.
     """
     clear_stale(path.parent)
-    tmp = path.with_name(f".tmp{os.getpid()}-{path.name}")  # keeps the suffix, which some writers insist on
+    tmp = path.with_name(f".zoo-tmp-{os.getpid()}-{path.name}")  # keeps the suffix, which some writers insist on
     try:
         yield tmp
         _fsync(tmp)
@@ -92,6 +103,34 @@ def atomic_path(path: Path) -> Iterator[Path]:
         raise
     finally:
         tmp.unlink(missing_ok=True)
+
+
+MAX_JSON_BYTES = 1 << 20
+
+
+def read_json(path: Path, limit: int = MAX_JSON_BYTES) -> Any:
+    """The JSON in ``path``, a regular file of at most ``limit`` bytes; ZooError naming the problem otherwise.
+
+    Opened without blocking and checked on the open file, so a FIFO, a device (a link to /dev/zero) or a huge
+    file in a folder someone handed over neither hangs nor allocates.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        raise ZooError(f"cannot read {path} ({exc.strerror})") from exc
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ZooError(f"{path} is not a regular file; zoo reads only files it wrote")
+        if info.st_size > limit:
+            raise ZooError(f"{path} is {info.st_size:,} bytes, more than the {limit:,} zoo reads; it is not zoo's")
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ZooError(f"{path} is more than the {limit:,} bytes zoo reads; it is not zoo's")
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise ZooError(f"{path} is not valid JSON ({' '.join(str(exc).split())[:120]})") from None
 
 
 def write_text(path: Path, text: str) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from zoo.errors import DataWarning, ZooError
+from zoo.errors import DataWarning, SettingError, ZooError
 from zoo.files import CACHE_DIR_ENV, atomic_path, cache_root
 from zoo.images import GREY_MODES, decode, image_mode
 from zoo.registry import Dataset, format_shape
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
-__all__ = ["CACHE_DIR_ENV", "find_dataset", "folder_dataset", "load_split"]
+__all__ = ["CACHE_DIR_ENV", "MAX_IMAGE_SIZE", "find_dataset", "folder_dataset", "load_split"]
 
 SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 TEST_FRACTION = 0.2  # of a single folder, held out as the test split
@@ -273,8 +273,14 @@ def find_dataset(name: str, image_size: int | None = None, grayscale: bool | Non
     return get_registry().dataset(name)
 
 
+MAX_IMAGE_SIZE = 1024
+"""The largest side a folder's images are resized to: a model's input is at most 4M values (zoo.card)."""
+
+
 def folder_dataset(path: str | Path, image_size: int | None = None, grayscale: bool | None = None) -> Dataset:
     """A Dataset for a folder of images; its normalisation is computed from its training split."""
+    if image_size is not None and not 1 <= image_size <= MAX_IMAGE_SIZE:
+        raise SettingError("image_size", f"must be from 1 to {MAX_IMAGE_SIZE}, got {image_size}")
     root = Path(path).expanduser().resolve()
     layout = _layout(root)
     images, _ = _load(root, layout, "train", image_size, grayscale)

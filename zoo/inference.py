@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,15 +12,15 @@ from torch import nn
 from zoo import checkpoint, evaluation, plots, runs
 from zoo.card import ModelCard
 from zoo.data import Normalizer, Split, resolve_data_dir
-from zoo.errors import DataWarning, ZooError
+from zoo.errors import DatasetNotFound, DataWarning, ZooError
 from zoo.files import write_text
 from zoo.folders import find_dataset
 from zoo.loader import get_registry
 from zoo.prediction import load_runner
-from zoo.registry import format_shape
+from zoo.registry import Dataset, format_shape
 from zoo.weights import named_weights, source_path
 
-__all__ = ["EvalResult", "evaluate", "load", "load_model", "recorded_data_dir"]
+__all__ = ["EvalResult", "evaluate", "load", "load_model"]
 
 
 def load_model(path: str | Path) -> tuple[nn.Module, ModelCard]:
@@ -49,15 +48,15 @@ def load(path: str | Path, weights: str | None = None) -> nn.Module:
     return model
 
 
-def recorded_data_dir(path: str | Path) -> str | None:
-    """The ``--data-dir`` a run was trained with, from its config.json, for a run directory or a file inside one."""
-    source = Path(path)
-    config = (source if source.is_dir() else source.parent) / runs.CONFIG
-    try:
-        given = json.loads(config.read_text()).get("data_dir")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return given if isinstance(given, str) and Path(given).is_dir() else None
+def _test_split(ds: Dataset, named: str | Path | None, recorded: Path | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The test split from the data directory the user named, else from the one the run recorded when it is there
+    (only read: a folder someone hands over does not choose where zoo downloads), else the usual one."""
+    if named is None and recorded is not None:
+        try:
+            return ds.load("test", recorded, download=False)
+        except DatasetNotFound:
+            pass
+    return ds.load("test", resolve_data_dir(named))
 
 
 @dataclass
@@ -110,7 +109,7 @@ def evaluate(
             DataWarning,
             stacklevel=2,
         )
-    images, labels = ds.load("test", resolve_data_dir(data_dir or recorded_data_dir(path)))
+    images, labels = _test_split(ds, data_dir, runs.recorded_data_dir(source_path(path)))
     split = Split(images, labels)
     # Normalise as the training data was, whatever data set is scored now.
     normalize = Normalizer(card.mean, card.std, torch.device("cpu"), False)

@@ -20,12 +20,10 @@ _STANDARD_DOMAINS = {"", "ai.onnx", "ai.onnx.ml"}
 
 def _messages(message: Any) -> Iterator[Any]:
     """``message`` and every message inside it, to any depth: graphs in attributes and functions included."""
-    from google.protobuf.message import Message
-
     yield message
     for field, value in message.ListFields():
         if field.message_type is not None:
-            for item in [value] if isinstance(value, Message) else value:
+            for item in [value] if hasattr(value, "ListFields") else value:  # one message, or a repeated field
                 yield from _messages(item)
 
 
@@ -57,15 +55,19 @@ def check_onnx(proto: Any, path: Path) -> None:
             total += _elements(message.dims) * _itemsize(message.data_type)
         elif isinstance(message, onnx.SparseTensorProto):
             total += _elements(message.dims) * _itemsize(message.values.data_type)  # made dense when loaded
-        elif isinstance(message, onnx.NodeProto):
-            if message.op_type in _CONTROL_FLOW and message.domain in _STANDARD_DOMAINS:
-                raise ZooError(
-                    f"{path} has a {message.op_type} node ({message.name or 'unnamed'}), whose cost the file's data "
-                    f"decides; zoo runs only graphs without control flow, as `zoo export` writes them"
-                )
+        elif (
+            isinstance(message, onnx.NodeProto)
+            and message.op_type in _CONTROL_FLOW
+            and message.domain in _STANDARD_DOMAINS
+        ):
+            raise ZooError(
+                f"{path} has a {message.op_type} node ({message.name or 'unnamed'}), whose cost the file's data "
+                f"decides; zoo runs only graphs without control flow, as `zoo export` writes them"
+            )
         _bound(total, path, "its weights")
     one = onnx.ModelProto()
     one.CopyFrom(proto)
+    del one.graph.value_info[:]  # worked out anew, not taken from the file
     for value in [*one.graph.input, *one.graph.output]:  # the batch axis at 1: every other size must follow
         for dim in value.type.tensor_type.shape.dim:
             if dim.HasField("dim_param"):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,8 +12,8 @@ import numpy as np
 
 from zoo import runs
 from zoo.card import ModelCard
-from zoo.errors import SettingError, ZooError
-from zoo.files import sha256
+from zoo.errors import DataWarning, SettingError, ZooError
+from zoo.files import read_json, sha256
 from zoo.images import light_background, read_image
 from zoo.loader import get_registry
 from zoo.registry import Exporter
@@ -82,20 +82,25 @@ def exporter_for(path: Path) -> Exporter:
 
 
 def _check_manifest(path: Path) -> None:
-    """Refuse a file whose sha256 differs from the one recorded in the ``manifest.json`` written beside it."""
+    """Refuse a file whose sha256 differs from the one recorded in the ``manifest.json`` written beside it; say so
+    when a manifest is there but cannot be checked against."""
     manifest = path.parent / "manifest.json"
-    if not manifest.is_file() or manifest.stat().st_size > 1 << 20:
+    if not manifest.exists():
         return
     try:
-        files = json.loads(manifest.read_text())["files"]
-        recorded = next(e["sha256"] for e in files.values() if e.get("path") == path.name)
-    except (ValueError, KeyError, TypeError, AttributeError, StopIteration):
-        return  # not a manifest zoo wrote, or it does not list this file
+        files = read_json(manifest)["files"]
+        recorded = [e["sha256"] for e in files.values() if e.get("path") == path.name]
+    except (ZooError, KeyError, TypeError, AttributeError) as exc:
+        why = exc if isinstance(exc, ZooError) else f"{manifest} is not one zoo wrote"
+        warnings.warn(f"{path} was not checked against its manifest: {why}", DataWarning, stacklevel=3)
+        return
+    if not recorded:
+        return  # the manifest does not list this file: it was not exported here
     actual = sha256(path)
-    if actual != recorded:
+    if len(set(recorded)) != 1 or actual != recorded[0]:
         raise ZooError(
-            f"{path} is not the file {manifest} lists: its sha256 is {actual}, the manifest says {recorded}; "
-            f"it was changed after export, so zoo will not load it (export it again)"
+            f"{path} is not the file {manifest} lists: its sha256 is {actual}, the manifest says "
+            f"{' or '.join(map(str, recorded))}; it was changed after export, so zoo will not load it (export it again)"
         )
 
 

@@ -18,7 +18,18 @@ if TYPE_CHECKING:
     import click
     from torch import Tensor, nn
 
-__all__ = ["DEFAULT_ULPS", "Architecture", "Dataset", "Exporter", "Plugin", "Recipe", "Registry", "Shape", "Weights"]
+__all__ = [
+    "DEFAULT_ULPS",
+    "Architecture",
+    "Dataset",
+    "Exporter",
+    "Plugin",
+    "Recipe",
+    "Registry",
+    "Shape",
+    "Weights",
+    "check_name",
+]
 
 Shape = tuple[int, int, int]
 """An image shape as channels, height, width."""
@@ -50,7 +61,7 @@ def _import(target: str) -> Any:
     return obj
 
 
-def _check_name(kind: str, name: str, aliases: tuple[str, ...]) -> None:
+def check_name(kind: str, name: str, aliases: tuple[str, ...]) -> None:
     for spelling in (name, *aliases):
         if not _NAME.fullmatch(spelling):
             raise ValueError(
@@ -72,7 +83,7 @@ class _Registered:
 
     def validate(self) -> None:
         """Raise ValueError naming what is wrong; the registry turns down an item that fails."""
-        _check_name(self.kind, self.name, self.aliases)
+        check_name(self.kind, self.name, self.aliases)
         for attr in self.references:
             target = getattr(self, attr)
             if not (callable(target) or (isinstance(target, str) and _REFERENCE.fullmatch(target))):
@@ -365,8 +376,8 @@ class Weights:
 
     def validate(self) -> None:
         """Raise ValueError naming what is wrong; the registry turns down weights that fail."""
-        _check_name("architecture", self.architecture, ())
-        _check_name("weights tag", self.tag, ())
+        check_name("architecture", self.architecture, ())
+        check_name("weights tag", self.tag, ())
         if not _SHA256.fullmatch(self.sha256):
             raise ValueError(f"weights {self.name}: sha256 must be 64 lower-case hex digits, got {self.sha256!r}")
         if bool(self.file) == bool(self.url):

@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
-import json
+import contextlib
+import fcntl
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 from zoo.errors import ZooError
-from zoo.files import clear_stale
+from zoo.files import clear_stale, read_json
 
-__all__ = ["BEST", "CONFIG", "LAST", "METRICS", "SUMMARY", "create", "find_weights", "newest", "open_run"]
+__all__ = [
+    "BEST",
+    "CONFIG",
+    "LAST",
+    "LOCK",
+    "METRICS",
+    "SUMMARY",
+    "create",
+    "find_weights",
+    "lock",
+    "newest",
+    "open_run",
+    "recorded_data_dir",
+]
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -20,10 +35,38 @@ SUMMARY = "summary.json"
 DEFAULT_RUNS_DIR = Path("runs")
 
 
-def create(runs_dir: Path | None, out: Path | None, name: str) -> Path:
-    """Make a new, empty run directory: ``out`` itself, or ``runs_dir/name-YYYYmmdd-HHMMSS``.
+LOCK = ".zoo-lock"
+"""Held (flock) by the process training the run; it holds that process's id."""
 
-    An existing, non-empty directory is never reused: that would overwrite a run.
+
+def lock(path: Path, hold: contextlib.ExitStack) -> None:
+    """Claim the run directory ``path`` for this process until ``hold`` closes, or say which process has it.
+
+    An advisory ``flock`` on ``path/.zoo-lock``: the kernel releases it when the process ends, however it ends.
+    """
+    try:
+        fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise ZooError(f"cannot write run directory {path} ({exc.strerror}); pass --runs-dir or --out DIR") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        owner = os.read(fd, 32).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise ZooError(
+            f"run {path} is being trained by process {owner}; wait for it to finish (or stop it), or give another --out"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    hold.callback(os.close, fd)
+
+
+def create(runs_dir: Path | None, out: Path | None, name: str, hold: contextlib.ExitStack) -> Path:
+    """Make a new, empty run directory, ``out`` itself or ``runs_dir/name-YYYYmmdd-HHMMSS``, locked until ``hold``
+    closes.
+
+    An existing directory with files is never reused: that would overwrite a run.  Two processes given the same
+    directory at once: one gets it, the other is told which process has it.
     """
     if out is None:
         base = (runs_dir or DEFAULT_RUNS_DIR) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -33,29 +76,40 @@ def create(runs_dir: Path | None, out: Path | None, name: str) -> Path:
             out = base.with_name(f"{base.name}-{n}")
     if out.exists():
         clear_stale(out)  # what a killed run left before its first file landed is no run to protect
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and any(p.name != LOCK for p in out.iterdir()):
         raise ZooError(f"{out} already holds files; give a new --out, or --resume {out} to continue that run")
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.touch()
-        probe.unlink()
     except OSError as exc:
         raise ZooError(f"cannot write run directory {out} ({exc.strerror}); pass --runs-dir or --out DIR") from exc
+    lock(out, hold)
+    if any(p.name != LOCK for p in out.iterdir()):  # another process claimed it and wrote in between
+        raise ZooError(f"{out} already holds files; give a new --out, or --resume {out} to continue that run")
     return out
 
 
 def open_run(path: Path) -> dict[str, Any]:
     """The config of an existing run, for resuming it (it may have no checkpoint yet: then it starts again)."""
-    if not (path / CONFIG).is_file():
+    if not (path / CONFIG).exists():
         raise ZooError(f"{path} is not a run directory (no {CONFIG}); give a directory made by `zoo train`")
     try:
-        config = json.loads((path / CONFIG).read_text())
-        if not isinstance(config, dict) or not isinstance(config.get("train"), dict):
-            raise ValueError("no training settings")
-    except ValueError as exc:
-        raise ZooError(f"{path / CONFIG} is damaged ({exc}); start the run again with `zoo train`") from exc
+        config = read_json(path / CONFIG)
+    except ZooError as exc:
+        raise ZooError(f"{exc}; start the run again with `zoo train`") from None
+    if not isinstance(config, dict) or not isinstance(config.get("train"), dict):
+        raise ZooError(f"{path / CONFIG} is damaged (no training settings); start the run again with `zoo train`")
     return config
+
+
+def recorded_data_dir(path: Path) -> Path | None:
+    """The ``--data-dir`` a run was trained with, from its config.json, for a run directory or a file inside one;
+    a hint for reading data that is there, never a place to write."""
+    config = (path if path.is_dir() else path.parent) / CONFIG
+    try:
+        given = read_json(config).get("data_dir") if config.exists() else None
+    except (ZooError, AttributeError):
+        return None
+    return Path(given) if isinstance(given, str) and Path(given).is_dir() else None
 
 
 def newest(runs_dir: Path, architecture: str | None = None) -> Path | None:
@@ -63,7 +117,10 @@ def newest(runs_dir: Path, architecture: str | None = None) -> Path | None:
     candidates = []
     for config in runs_dir.glob(f"*/{CONFIG}"):
         if (config.parent / BEST).is_file():
-            arch = json.loads(config.read_text()).get("train", {}).get("architecture")
+            try:
+                arch = read_json(config).get("train", {}).get("architecture")
+            except (ZooError, AttributeError):
+                continue  # not a run zoo can read: never the newest
             if architecture is None or arch == architecture:
                 candidates.append(config)
     return max(candidates, key=lambda p: p.stat().st_mtime).parent if candidates else None

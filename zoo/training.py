@@ -7,6 +7,7 @@ resumed from any step continues exactly as if it had never stopped.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
 import json
@@ -30,7 +31,7 @@ from zoo.data import Normalizer, Split, augment, batches, load_splits, resolve_d
 from zoo.errors import SettingError, ZooError
 from zoo.evaluation import Evaluation, evaluate, report
 from zoo.files import write_json, write_text
-from zoo.folders import find_dataset
+from zoo.folders import MAX_IMAGE_SIZE, find_dataset
 from zoo.loader import get_registry
 from zoo.machine import available_cpus, describe_machine
 from zoo.registry import Architecture, Dataset, Recipe, format_shape
@@ -93,8 +94,8 @@ class TrainConfig(Recipe):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise SettingError(name, f"must be at least 1, got {value}")
-        if self.image_size is not None and self.image_size < 1:
-            raise SettingError("image_size", f"must be positive, got {self.image_size}")
+        if self.image_size is not None and not 1 <= self.image_size <= MAX_IMAGE_SIZE:
+            raise SettingError("image_size", f"must be from 1 to {MAX_IMAGE_SIZE}, got {self.image_size}")
         if self.weight_decay < 0:
             raise SettingError("weight_decay", f"must not be negative, got {self.weight_decay}")
         if not 0 <= self.warmup < 1:
@@ -473,7 +474,9 @@ def train(
             f"give a multiple of {group.world} (it is the batch of all processes together)",
         )
     device = group.device(pick_device(config.device))
-    with distributed.process_group(group, device):
+    with distributed.process_group(group, device), contextlib.ExitStack() as held:
+        if resume is not None and group.main:
+            runs.lock(path, held)  # one process trains a run at a time
         data = load_splits(ds, data_root, config.val_split, config.seed, config.limit)
         if len(data.train) == 0:
             raise ZooError(f"no training images left after --val-split {config.val_split}; lower it")
@@ -507,7 +510,7 @@ def train(
             path = group.broadcast(None)  # the directory rank 0 made
         else:
             path = runs.create(
-                Path(runs_dir) if runs_dir else None, Path(out) if out else None, f"{arch.name}-{ds.name}"
+                Path(runs_dir) if runs_dir else None, Path(out) if out else None, f"{arch.name}-{ds.name}", held
             )
             group.broadcast(path)
             write_json(

@@ -13,14 +13,19 @@ from typing import Any
 
 from zoo import runs
 from zoo.errors import ZooError
-from zoo.files import atomic_path, cache_root, sha256, write_json
+from zoo.files import atomic_path, cache_root, read_json, sha256, write_json
 from zoo.loader import get_registry
-from zoo.registry import Weights
+from zoo.registry import Weights, check_name
 
 __all__ = ["fetch", "named_weights", "packaged", "publish", "source_path", "split_name", "train_command"]
 
 _NAME = re.compile(r"([A-Za-z][A-Za-z0-9_-]*):([A-Za-z0-9][A-Za-z0-9_-]*)")
 _BLOCK = 1 << 16
+_READ_TIMEOUT_S = 30
+"""The longest wait for the server's next bytes."""
+_GRACE_S, _MIN_BYTES_PER_S = 30.0, 32 << 10
+"""A download must end within ``_GRACE_S`` seconds plus its size at ``_MIN_BYTES_PER_S``: a server that sends a
+byte now and then never trips the read timeout, so the whole download has a deadline."""
 
 
 def split_name(text: str) -> tuple[str, str] | None:
@@ -87,20 +92,40 @@ def _download(w: Weights, path: Path, progress: bool) -> None:
     """Stream ``w.url`` into ``path`` through a temporary file: it lands only whole, of its size and sha256."""
     import hashlib
     import http.client
+    import time
     import urllib.error
+    import urllib.parse
     import urllib.request
 
+    class SameHost(urllib.request.HTTPRedirectHandler):
+        """Follows a redirect only within the host the record names: the record chose that server."""
+
+        def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> Any:
+            if urllib.parse.urlsplit(newurl).netloc != urllib.parse.urlsplit(req.full_url).netloc:
+                raise ZooError(
+                    f"{w.url} redirects to another host ({newurl}); zoo follows redirects only within the host "
+                    f"weights {w.name} name, so nothing was saved: {offline}"
+                )
+            return super().redirect_request(req, fp, code, msg, headers, newurl)
+
     offline = f"fetch {w.url} yourself and save it as {path}"
+    limit = _GRACE_S + w.size / _MIN_BYTES_PER_S
+    deadline = time.monotonic() + limit
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with (
-            urllib.request.urlopen(w.url, timeout=30) as response,
+            urllib.request.build_opener(SameHost).open(w.url, timeout=_READ_TIMEOUT_S) as response,
             atomic_path(path) as tmp,
             tmp.open("wb") as out,
             _bar(w, progress) as bar,
         ):
             digest, received = hashlib.sha256(), 0
-            while block := response.read(_BLOCK):
+            while block := response.read1(_BLOCK):  # what has arrived, so the deadline is checked as it comes
+                if time.monotonic() > deadline:
+                    raise ZooError(
+                        f"the download of {w.url} is too slow ({received:,} of {w.size:,} bytes in {limit:.0f} s, "
+                        f"the most zoo waits for a file of this size); nothing was saved: try again later, or {offline}"
+                    )
                 received += len(block)
                 if received > w.size:
                     raise ZooError(
@@ -181,10 +206,12 @@ def publish(
     default: bool = False,
     data_dir: str | Path | None = None,
     notes: str = "",
+    force: bool = False,
 ) -> dict[str, Any]:
     """Make a finished run into published weights: ``OUT/ARCH-TAG.safetensors`` and its record ``OUT/ARCH-TAG.json``.
 
-    The accuracy recorded is what ``zoo eval`` measures on the copied file, so ``zoo eval ARCH:TAG`` reproduces it.
+    The accuracy recorded is what ``zoo eval`` measures on the file, so ``zoo eval ARCH:TAG`` reproduces it.
+    Weights already published in ``out`` under that name are replaced only with ``force=True``.
     Returns the record: ``zoo.Weights.from_json(record, file="package:path")`` (or ``url=``) registers it.
     """
     from zoo.inference import evaluate, load_model
@@ -195,21 +222,31 @@ def publish(
     source = Path(run)
     if not (source / runs.SUMMARY).is_file():
         raise ZooError(f"{source} is not a finished run (no {runs.SUMMARY}); publish a run that `zoo train` completed")
-    config = json.loads((source / runs.CONFIG).read_text())
-    settings, summary = config["train"], json.loads((source / runs.SUMMARY).read_text())
+    config = runs.open_run(source)
+    settings, summary = config["train"], read_json(source / runs.SUMMARY)
     model, card = load_model(source)
     tag = tag or settings["dataset"]
+    try:  # every name is checked before anything is written
+        check_name("weights tag", tag, ())
+    except ValueError as exc:
+        raise ZooError(f"--tag {tag!r}: {exc}") from None
     target = Path(out) / f"{card.architecture}-{tag}.safetensors"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(target) as tmp:
-        shutil.copyfile(source / runs.BEST, tmp)
-    scored = evaluate(target, data_dir=data_dir or config.get("data_dir"), out=source / f"eval-{tag}")
+    record_path = target.with_suffix(".json")
+    existing = [str(p) for p in (target, record_path) if p.exists()]
+    if existing and not force:
+        raise ZooError(f"{' and '.join(existing)} already exist; pass --force to replace them, or another --tag")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ZooError(f"cannot write to {target.parent} ({exc.strerror}); pass --out DIR") from exc
+    best = runs.find_weights(source)
+    scored = evaluate(best, data_dir=data_dir or runs.recorded_data_dir(source), out=source / f"eval-{tag}")
     layers = summarize(model, card.input_shape)
     record = {
         "architecture": card.architecture,
         "tag": tag,
-        "sha256": sha256(target),
-        "size": target.stat().st_size,
+        "sha256": sha256(best),
+        "size": best.stat().st_size,
         "url": url,
         "dataset": settings["dataset"],
         **{k: v for k, v in card.to_json().items() if k in ("classes", "input_shape", "mean", "std")},
@@ -228,5 +265,14 @@ def publish(
         "notes": notes,
     }
     Weights.from_json(record, file="" if url else "package:path")  # the record must make valid weights
-    write_json(target.with_suffix(".json"), record)
+    with atomic_path(target) as tmp:
+        shutil.copyfile(best, tmp)
+        # The record is what makes a file published weights, so an old one goes before its file is replaced and
+        # the new one comes last: a process killed in between leaves a file without a record (not registered),
+        # never a record beside another file.
+        record_path.unlink(missing_ok=True)
+    if sha256(target) != record["sha256"]:
+        target.unlink()
+        raise ZooError(f"{best} changed while it was being published; publish it again")
+    write_json(record_path, record)
     return record
