@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from zoo.prediction import Run
+    from zoo.runtimes import Run
 
 META_FILE = "zoo.json"  # the metadata's name inside TorchScript and .pt2 archives
 
@@ -30,11 +30,11 @@ def write_safetensors(model: nn.Module, example: torch.Tensor, meta: dict[str, A
 
 
 def run_safetensors(path: Path) -> tuple[Run, dict[str, Any]]:
-    from zoo.inference import load_model
-    from zoo.prediction import torch_runner
+    from zoo import checkpoint
+    from zoo.runtimes import torch_runner
 
-    model, card = load_model(path)
-    return torch_runner(model), card.to_json()
+    saved = checkpoint.load(path)
+    return torch_runner(checkpoint.build(saved, path)), saved.card.to_json()
 
 
 # TorchScript: deprecated in PyTorch 2.14 (torch.jit.trace raises FutureWarning); kept for existing C++ users.
@@ -50,7 +50,7 @@ def write_torchscript(model: nn.Module, example: torch.Tensor, meta: dict[str, A
 def run_torchscript(path: Path) -> tuple[Run, dict[str, Any]]:
     import torch
 
-    from zoo.prediction import torch_runner
+    from zoo.runtimes import torch_runner
 
     files = {META_FILE: ""}
     with warnings.catch_warnings():
@@ -200,7 +200,7 @@ def write_pt2(model: nn.Module, example: torch.Tensor, meta: dict[str, Any], pat
 def run_pt2(path: Path) -> tuple[Run, dict[str, Any]]:
     import torch
 
-    from zoo.prediction import torch_runner
+    from zoo.runtimes import torch_runner
 
     files = {META_FILE: ""}
     program = torch.export.load(str(path), extra_files=files)

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from zoo.card import ModelCard, Provider
 from zoo.errors import AmbiguousName, DatasetNotFound, PluginWarning, SettingError, UnknownName, ZooError
 from zoo.hookspecs import hookimpl
 from zoo.loader import get_registry, load_registry
 from zoo.registry import Architecture, Dataset, Exporter, Plugin, Recipe, Registry, Weights
+from zoo.version import __version__
 
 # No submodule is named like a function here, so these names are always the functions.
 _LAZY = {
     "train": "zoo.training",
-    "evaluate": "zoo.inference",
-    "load": "zoo.inference",
+    "evaluate": "zoo.evaluation",
+    "load": "zoo.runtimes",
     "predict": "zoo.prediction",
     "export": "zoo.exporting",
     "bench": "zoo.benchmarking",

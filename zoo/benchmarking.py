@@ -15,14 +15,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from zoo import checkpoint, plots
 from zoo.card import ModelCard
 from zoo.errors import SettingError, ZooError
 from zoo.loader import get_registry
 from zoo.machine import available_cpus, describe_machine
-from zoo.prediction import Run, exporter_for, load_runner, torch_runner
+from zoo.references import ModelRef, resolve
 from zoo.registry import Shape
+from zoo.runtimes import Run, load_runner, torch_runner
 from zoo.summary import summarize
-from zoo.weights import source_path
 
 __all__ = ["BenchResult", "Contender", "Limits", "Timing", "bench", "measure", "measure_limits"]
 
@@ -87,6 +88,16 @@ class BenchResult:
         compute = peak * 1e9 / (2 * self.macs_per_image)
         memory = self.limits.bandwidth_gb_s * 1e9 / self.bytes_per_image[precision]
         return min(compute, memory)
+
+    def plot(self, path: Path) -> None:
+        """Images/s per runtime at each batch size, with each runtime's roofline, drawn into the PNG ``path``."""
+        label = {n: f"{n} ({self.precisions[n]})" for n in self.timings}
+        plots.speeds(
+            {label[n]: [(t.batch, t.images_per_s) for t in ts] for n, ts in self.timings.items()},
+            {label[n]: self.roofline(n) for n in self.timings},
+            f"{self.source}: {self.machine}",
+            path,
+        )
 
     def fastest(self, batch: int, precision: str | None = None) -> str:
         """The runtime with the most images/s at ``batch`` (among those of ``precision``, if given)."""
@@ -251,7 +262,7 @@ def _counting_model(card: ModelCard, notes: list[str]) -> nn.Module | None:
 
 
 def bench(
-    target: str | Path,
+    target: str | Path | ModelRef,
     formats: Sequence[str] | None = None,
     *,
     batch_sizes: Sequence[int] = (1, 256),
@@ -282,42 +293,41 @@ def bench(
     contenders: list[Contender] = []
     skipped: dict[str, str] = {}
     notes: list[str] = []
-    source = Path(source_path(target))
-    if not source.exists() and (source.suffix or len(source.parts) > 1):  # a path, not a name
-        raise ZooError(f"{target} does not exist; give an architecture, ARCH:TAG, a run directory or an exported file")
+    untrained = _untrained(target)
+    ref = None if untrained else resolve(target)
+    model_name: str | ModelRef = ref or str(target)
     with tempfile.TemporaryDirectory(prefix="zoo-bench-") as tmp:
-        if source.is_file() and source.suffix != ".safetensors":
+        if ref is not None and ref.exporter is not None:
+            source = ref.path
             if wanted:
                 raise SettingError("formats", f"chooses the runtimes an architecture or run is exported to; "
                                               f"{source} is timed in its own format")  # fmt: skip
-            run, card = load_runner(source, trust)
+            run, card = load_runner(ref, trust)
             check_batch_sizes(batch_sizes, card.input_shape)
-            name = exporter_for(source).name
+            name = ref.exporter.name
             contenders.append(Contender(name, _precision(source), run))
             model = _counting_model(card, notes)
         else:
             names = wanted or [*EAGER, *(e for e in registry.exporters if e != "safetensors")]
-            untrained = _untrained(str(target))
             files = [n for n in names if n not in EAGER]
             exact = [n for n in files if registry.exporter(n).proof != "approximate"]
             # the safetensors file gives the eager contenders their model, with the weights the others hold
-            result = export(target, ["safetensors", *exact], out=tmp, untrained=untrained, data_dir=data_dir)
+            result = export(model_name, ["safetensors", *exact], out=tmp, untrained=untrained, data_dir=data_dir)
             format_notices = {e.notice for e in registry.exporters.values()}
             notes += [n for n in result.notices if n not in format_notices]  # what zoo export says of the model
             if untrained:
                 notes.append(f"{target} has no runs and no published weights: timed with fresh ones")
             if approximate := [n for n in files if n not in exact]:  # one call: the test split is read once
                 try:
-                    judged = export(target, approximate, out=tmp, untrained=untrained, data_dir=data_dir)
+                    judged = export(model_name, approximate, out=tmp, untrained=untrained, data_dir=data_dir)
                 except ExportError as exc:  # those that were proved are timed, the others say why not
                     if exc.result is None:
                         raise
                     judged = exc.result
                 result.files.update(judged.files)
                 skipped.update(judged.failures)
-            from zoo.inference import load_model
-
-            model, card = load_model(result.files["safetensors"])
+            saved = checkpoint.load(result.files["safetensors"])  # written and proved just now
+            model, card = checkpoint.build(saved, result.files["safetensors"]), saved.card
             for name in names:
                 if name in EAGER:
                     contenders.append(_eager(model, name))
@@ -375,13 +385,15 @@ def _runtime(name: str) -> str:
     return str(found)
 
 
-def _untrained(target: str) -> bool:
+def _untrained(target: str | Path | ModelRef) -> bool:
     """Time fresh weights when ``target`` names an architecture (or alias) with neither runs nor published weights:
     speed does not depend on them."""
     from zoo import runs
 
+    if isinstance(target, ModelRef) or Path(target).exists():
+        return False
     try:
-        arch = get_registry().architecture(target).name
+        arch = get_registry().architecture(str(target)).name
     except ZooError:
         return False  # a run, a file or ARCH:TAG
     return runs.newest(Path(runs.DEFAULT_RUNS_DIR), arch) is None and not get_registry().weights_of(arch)

@@ -237,8 +237,8 @@ def new_card(arch: Architecture, dataset: Dataset | None = None, **values: Any) 
     """The card of a model of ``arch`` built for ``dataset`` (without one: the architecture's own shape, untrained)."""
     import torch
 
-    import zoo
     from zoo.loader import get_registry
+    from zoo.version import __version__
 
     if dataset is None:
         c = arch.input_shape[0]
@@ -265,7 +265,7 @@ def new_card(arch: Architecture, dataset: Dataset | None = None, **values: Any) 
     return ModelCard(
         architecture=arch.name,
         provider=provider,
-        zoo_version=zoo.__version__,
+        zoo_version=__version__,
         torch_version=torch.__version__,
         **values,
     )

@@ -9,14 +9,18 @@ import os
 import sys
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from zoo import __version__
 from zoo.errors import DataWarning, PluginWarning, SettingError, ZooError
 from zoo.loader import get_registry
 from zoo.registry import DEFAULT_ULPS, Architecture, Dataset, Exporter, Registry, Weights, format_shape
+from zoo.version import __version__
+
+if TYPE_CHECKING:
+    from zoo.references import ModelRef
 
 __all__ = ["cli", "main"]
 
@@ -428,6 +432,16 @@ def _evaluation_text(evaluation: Any, classes: Sequence[str]) -> str:
     return "test " + report(evaluation, classes)
 
 
+def _model(given: str) -> ModelRef:
+    """What the command was given, resolved once; how it was chosen, when the name left a choice, on stderr."""
+    from zoo.references import resolve
+
+    ref = resolve(given)
+    if ref.note:
+        click.echo(f"note: {ref.note}", err=True)
+    return ref
+
+
 @cli.command("eval")
 @click.argument("weights", metavar="RUN_OR_WEIGHTS")
 @click.argument("dataset", required=False)
@@ -438,12 +452,13 @@ def _evaluation_text(evaluation: Any, classes: Sequence[str]) -> str:
 def eval_(weights: str, dataset: str | None, data_dir: str | None, out: str | None, as_json: bool, trust: bool) -> None:
     """Score trained weights on DATASET's test split (default: the data set they were trained on).
 
-    RUN_OR_WEIGHTS is a run directory, a .safetensors, .onnx, .pt or .pt2 file, or published weights ARCH:TAG.
+    RUN_OR_WEIGHTS is a run directory, a .safetensors, .onnx, .pt or .pt2 file, published weights ARCH:TAG, or an
+    architecture (its newest run in ./runs, else its default weights).
     """
     _load_torch()
-    from zoo.inference import evaluate
+    from zoo.evaluation import evaluate
 
-    result = evaluate(weights, dataset, data_dir=data_dir, out=out, trust=trust)
+    result = evaluate(_model(weights), dataset, data_dir=data_dir, out=out, trust=trust)
     if as_json:
         precision, recall = result.evaluation.precision_recall()
         click.echo(json.dumps({
@@ -472,11 +487,12 @@ def predict(ctx: click.Context, weights: str, images: tuple[str, ...], top_k: in
             trust: bool) -> None:  # fmt: skip
     """Classify image files (PNG, JPEG; any size or colour mode) with trained weights.
 
-    RUN_OR_WEIGHTS is a run directory, an exported file, or published weights ARCH:TAG (`zoo weights`).
+    RUN_OR_WEIGHTS is a run directory, an exported file, published weights ARCH:TAG (`zoo weights`), or an
+    architecture (its newest run in ./runs, else its default weights).
     """
     from zoo.prediction import predict as run_prediction  # imports only the file's own runtime
 
-    results = run_prediction(weights, images, top_k=top_k, invert=invert, trust=trust)
+    results = run_prediction(_model(weights), images, top_k=top_k, invert=invert, trust=trust)
     for r in results:
         if r.error:
             click.echo(f"zoo: error: {r.error}", err=True)
@@ -638,9 +654,7 @@ def bench(target: str, formats: str | None, batch_sizes: str, as_json: bool, plo
     for note in result.notes:
         click.echo(f"note: {note}", err=True)
     if picture:  # after the figures are out: a plot that cannot be written loses nothing measured
-        from zoo.plots import speeds
-
-        speeds(result, picture)
+        result.plot(Path(picture))
 
 
 def _weights_row(registry: Registry, w: Weights) -> tuple[str, ...]:
@@ -702,7 +716,7 @@ def publish(run: str, tag: str | None, out: str, url: str, default: bool, data_d
     """Make a finished run into published weights: the file, and a record with its test accuracy, sha256,
     size, parameters, MACs and the `zoo train` command that made it."""
     _load_torch()
-    from zoo.weights import publish as run_publish
+    from zoo.publishing import publish as run_publish
 
     record = run_publish(run, tag, out, url=url, default=default, data_dir=data_dir, force=force)
     name = f"{record['architecture']}-{record['tag']}"

@@ -12,17 +12,17 @@ from typing import Any
 import numpy as np
 import torch
 
-import zoo
 from zoo import runs
 from zoo.card import ModelCard, new_card
 from zoo.data import Normalizer, resolve_data_dir
 from zoo.errors import SettingError, ZooError
 from zoo.files import atomic_path, read_json, sha256, write_json
 from zoo.folders import find_dataset
-from zoo.inference import load_model
 from zoo.loader import get_registry
-from zoo.registry import DEFAULT_ULPS, Exporter, Weights
-from zoo.weights import fetch, named_weights
+from zoo.references import ModelRef, resolve
+from zoo.registry import DEFAULT_ULPS, Exporter
+from zoo.runtimes import load_model
+from zoo.version import __version__
 
 __all__ = [
     "DEFAULT_ULPS",
@@ -131,48 +131,29 @@ class _Inputs:
 
 
 def _source(
-    target: str, weights: str | None, runs_dir: Path, untrained: bool, notices: list[str]
-) -> tuple[torch.nn.Module, ModelCard, str, Path, Path | None]:
-    """The model, its card, a name for the files, where they go by default, and the run or file it came from.
+    target: str | Path | ModelRef, weights: str | None, runs_dir: Path, untrained: bool, notices: list[str]
+) -> tuple[torch.nn.Module, ModelCard, str, Path, ModelRef | None]:
+    """The model, its card, a name for the files, where they go by default, and the reference it came from.
 
     From a weights file (beside it), a run directory or the architecture's newest run (``RUN/export``),
     published weights ``ARCH:TAG`` or, for an architecture without runs, its default ones (``exports/ARCH-TAG``),
     or fresh weights (``exports/ARCH-untrained``).
     """
-    registry = get_registry()
-    named = named_weights(weights or target)
-    if named:
-        return _published(named)
-    given = Path(weights) if weights else Path(target) if Path(target).exists() else None
-    if given is not None:
-        model, card = load_model(given)
-        return model, card, card.architecture, given / "export" if given.is_dir() else given.parent, given
-    arch = registry.architecture(target)
-    if untrained:
+    if untrained and weights is None and not isinstance(target, ModelRef):
+        arch = get_registry().architecture(str(target))
         torch.manual_seed(0)
         model = arch.build().eval()
         return model, new_card(arch), f"{arch.name}-untrained", Path("exports") / f"{arch.name}-untrained", None
-    newest = runs.newest(runs_dir, arch.name)
-    if newest is None:
-        if not registry.weights_of(arch.name):
-            raise ZooError(
-                f"no trained run of {arch.name} in {runs_dir}/; train one with `zoo train {arch.name} DATASET`, "
-                f"give a run directory or --weights FILE, or pass --untrained to export fresh weights on purpose"
-            )
-        published = registry.find_weights(arch.name)
-        notices.append(
-            f"no run of {arch.name} in {runs_dir}/, so these are its published weights {published.name} "
-            f"({published.accuracy:.2%} on {published.dataset}'s test split)"
-        )
-        return _published(published)
-    model, card = load_model(newest)
-    return model, card, arch.name, newest / "export", newest
-
-
-def _published(weights: Weights) -> tuple[torch.nn.Module, ModelCard, str, Path, Path | None]:
-    model, card = load_model(fetch(weights))
-    name = f"{weights.architecture}-{weights.tag}"
-    return model, card, name, Path("exports") / name, None
+    ref = resolve(weights or target, runs_dir)
+    if ref.note:
+        notices.append(ref.note)
+    model, card = load_model(ref)
+    if ref.weights is not None:
+        name = f"{ref.weights.architecture}-{ref.weights.tag}"
+        return model, card, name, Path("exports") / name, ref
+    if ref.kind == "run" and ref.run is not None:
+        return model, card, card.architecture, ref.run / "export", ref
+    return model, card, card.architecture, ref.path.parent, ref
 
 
 def _inputs(
@@ -376,7 +357,7 @@ def _earlier_manifest(manifest: Path) -> dict[str, Any]:
 
 
 def export(
-    target: str | Path,
+    target: str | Path | ModelRef,
     formats: Sequence[str] | None = None,
     *,
     weights: str | None = None,
@@ -409,10 +390,10 @@ def export(
     exporters = _thresholds(exporters, min_agreement=min_agreement or {}, max_accuracy_drop=max_accuracy_drop or {})
     check_batch_sizes(batch_sizes)
     notices: list[str] = []
-    model, card, name, default_out, origin = _source(str(target), weights, Path(runs_dir), untrained, notices)
+    model, card, name, default_out, origin = _source(target, weights, Path(runs_dir), untrained, notices)
     model.eval()
     check_batch_sizes(batch_sizes, card.input_shape)
-    card = replace(card, opset=opset, zoo_version=zoo.__version__)
+    card = replace(card, opset=opset, zoo_version=__version__)
     result = ExportResult(Path(out) if out else default_out, notices=notices)
     paths = {e.name: result.out / f"{name}{e.suffix}" for e in exporters}
     existing = [str(p) for p in paths.values() if p.exists()]
@@ -425,7 +406,7 @@ def export(
     except OSError as exc:
         raise ZooError(f"cannot write to {result.out} ({exc.strerror}); pass --out DIR") from exc
 
-    data_dir = data_dir or (origin and runs.recorded_data_dir(Path(origin)))
+    data_dir = data_dir or (origin.data_dir if origin else None)
     approximate = any(e.proof == "approximate" for e in exporters)
     inputs = _inputs(card, batch_sizes, dataset, data_dir, result.notices, approximate)
     example = inputs.calibration if inputs.calibration is not None else torch.zeros(2, *card.input_shape)
@@ -462,7 +443,7 @@ def export(
         {
             **{k: v for k, v in card.to_json().items() if k not in ("config", "metrics")},
             "versions": {
-                "zoo": zoo.__version__,
+                "zoo": __version__,
                 "torch": torch.__version__,
                 "onnx": onnx.__version__,
                 "onnxruntime": onnxruntime.__version__,

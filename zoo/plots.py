@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from zoo.files import atomic_path
-
-if TYPE_CHECKING:
-    from zoo.benchmarking import BenchResult
 
 __all__ = ["confusion", "curves", "misses", "speeds"]
 
@@ -91,27 +88,33 @@ def misses(
     _save(fig, path)
 
 
-def speeds(result: BenchResult, path: Path) -> None:
-    """Images/s per runtime at each batch size, and each runtime's roofline at the largest."""
+def speeds(
+    images_per_s: Mapping[str, Sequence[tuple[int, float]]],
+    rooflines: Mapping[str, float | None],
+    title: str,
+    path: Path,
+) -> None:
+    """Images/s per runtime (``{"onnx (float32)": [(batch, images/s), ...]}``) at each batch size, and each
+    runtime's roofline at the largest."""
     import numpy as np
 
     plt = _pyplot()
-    names = list(result.timings)
-    batches = [t.batch for t in result.timings[names[0]]]
+    names = list(images_per_s)
+    batches = [b for b, _ in images_per_s[names[0]]]
     fig, axes = plt.subplots(
         1, len(batches), figsize=(3.5 * len(batches) + 1.5, 0.4 * len(names) + 1.5), squeeze=False, sharey=True
     )
     for ax, (i, batch) in zip(axes[0], enumerate(batches), strict=True):
         y = np.arange(len(names))
-        ax.barh(y, [result.timings[n][i].images_per_s for n in names], color="tab:blue")
-        roofs = [result.roofline(n) for n in names]
+        ax.barh(y, [images_per_s[n][i][1] for n in names], color="tab:blue")
+        roofs = [rooflines.get(n) for n in names]
         if i == len(batches) - 1 and any(roofs):
             ax.scatter([r or np.nan for r in roofs], y, marker="|", s=200, color="tab:red", label="roofline")
             ax.legend(fontsize=8)
-        ax.set_yticks(y, [f"{n} ({result.precisions[n]})" for n in names], fontsize=8)
+        ax.set_yticks(y, names, fontsize=8)
         ax.invert_yaxis()
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(plt.NullFormatter())  # the decades alone: minor labels overlap
         ax.set(xlabel="images/s", title=f"batch {batch}")
-    fig.suptitle(f"{result.source}: {result.machine}", fontsize=8)
+    fig.suptitle(title, fontsize=8)
     _save(fig, path)

@@ -16,7 +16,6 @@ __all__ = [
     "BEST",
     "CONFIG",
     "LAST",
-    "LOCK",
     "METRICS",
     "SUMMARY",
     "create",
@@ -35,29 +34,32 @@ SUMMARY = "summary.json"
 DEFAULT_RUNS_DIR = Path("runs")
 
 
-LOCK = ".zoo-lock"
-"""Held (flock) by the process training the run; it holds that process's id."""
+def _holder(path: Path) -> str:
+    """The process holding the lock on ``path``, from /proc/locks where there is one."""
+    info = os.stat(path)
+    device = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/locks").read_text().splitlines():
+            fields = line.split()
+            if "FLOCK" in fields and device in fields:
+                return f"process {fields[fields.index(device) - 1]}"
+    return "another process"
 
 
 def lock(path: Path, hold: contextlib.ExitStack) -> None:
     """Claim the run directory ``path`` for this process until ``hold`` closes, or say which process has it.
 
-    An advisory ``flock`` on ``path/.zoo-lock``: the kernel releases it when the process ends, however it ends.
+    An advisory ``flock`` on the directory itself, so no file is left behind: the kernel releases it when the
+    process ends, however it ends.
     """
-    try:
-        fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise ZooError(f"cannot write run directory {path} ({exc.strerror}); pass --runs-dir or --out DIR") from exc
+    fd = os.open(path, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
-        owner = os.read(fd, 32).decode(errors="replace").strip() or "another process"
         os.close(fd)
         raise ZooError(
-            f"run {path} is being trained by process {owner}; wait for it to finish (or stop it), or give another --out"
+            f"run {path} is being trained by {_holder(path)}; wait for it to finish (or stop it), or give another --out"
         ) from None
-    os.ftruncate(fd, 0)
-    os.write(fd, str(os.getpid()).encode())
     hold.callback(os.close, fd)
 
 
@@ -76,14 +78,17 @@ def create(runs_dir: Path | None, out: Path | None, name: str, hold: contextlib.
             out = base.with_name(f"{base.name}-{n}")
     if out.exists():
         clear_stale(out)  # what a killed run left before its first file landed is no run to protect
-    if out.exists() and any(p.name != LOCK for p in out.iterdir()):
+    if out.exists() and any(out.iterdir()):
         raise ZooError(f"{out} already holds files; give a new --out, or --resume {out} to continue that run")
     try:
         out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".zoo-write-test"
+        probe.touch()
+        probe.unlink()
     except OSError as exc:
         raise ZooError(f"cannot write run directory {out} ({exc.strerror}); pass --runs-dir or --out DIR") from exc
     lock(out, hold)
-    if any(p.name != LOCK for p in out.iterdir()):  # another process claimed it and wrote in between
+    if any(out.iterdir()):  # another process claimed it and wrote in between
         raise ZooError(f"{out} already holds files; give a new --out, or --resume {out} to continue that run")
     return out
 

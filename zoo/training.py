@@ -24,17 +24,18 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-import zoo
 from zoo import checkpoint, distributed, plots, runs
 from zoo.card import new_card
 from zoo.data import Normalizer, Split, augment, batches, load_splits, resolve_data_dir
 from zoo.errors import SettingError, ZooError
-from zoo.evaluation import Evaluation, evaluate, report
+from zoo.evaluation import Evaluation, report, score
 from zoo.files import write_json, write_text
 from zoo.folders import MAX_IMAGE_SIZE, find_dataset
 from zoo.loader import get_registry
 from zoo.machine import available_cpus, describe_machine
+from zoo.references import resolve
 from zoo.registry import Architecture, Dataset, Recipe, format_shape
+from zoo.version import __version__
 
 __all__ = [
     "OPTIMIZERS",
@@ -518,7 +519,7 @@ def train(
                 {
                     "train": dataclasses.asdict(config),
                     "data_dir": str(data_dir) if data_dir else None,
-                    "zoo_version": zoo.__version__,
+                    "zoo_version": __version__,
                     "torch_version": torch.__version__,
                     "python_version": sys.version.split()[0],
                     "device": str(device),
@@ -561,7 +562,7 @@ def train(
                         f"stopped by {signal.Signals(stop[0]).name} at epoch {state.epoch + 1}, step {state.step}; "
                         f"continue with: zoo train --resume {path}"
                     )
-                val = evaluate(model, data.val, normalize) if len(data.val) else None
+                val = score(model, data.val, normalize) if len(data.val) else None
                 record = {
                     "epoch": state.epoch + 1,
                     "train_loss": state.loss_sum / max(1, state.seen),
@@ -590,7 +591,7 @@ def train(
         group.barrier()  # rank 0 has written the best checkpoint
         best_weights = checkpoint.load(path / runs.BEST)
         checkpoint.load_weights(model, best_weights.weights, path / runs.BEST)
-        test = evaluate(model, data.test, normalize)
+        test = score(model, data.test, normalize)
         result = RunResult(path, config, history, test, ds.classes)
         if not group.main:
             return result
@@ -637,9 +638,9 @@ def _initialise(model: nn.Module, source: str, arch: Architecture, ds: Dataset) 
     count) keeps its fresh initialisation; every other tensor must fit as it is.
     """
     from zoo.files import sha256
-    from zoo.weights import source_path
 
-    path = runs.find_weights(source_path(source))
+    ref = resolve(source)
+    path = ref.path
     saved = checkpoint.load(path)
     card = saved.card
     if card.architecture != arch.name:
@@ -670,4 +671,4 @@ def _initialise(model: nn.Module, source: str, arch: Architecture, ds: Dataset) 
             file=sys.stderr,
             flush=True,
         )
-    return sha256(path)
+    return ref.sha256 or sha256(path)

@@ -1,23 +1,21 @@
-"""Published weights: ``ARCH:TAG`` names, their files (package data or a cached download) checked by sha256 before
-every use, and ``zoo publish``, which makes a run into a file and its record."""
+"""Published weights: ``ARCH:TAG`` names, and their files (package data or a cached download) checked by sha256 before
+every use."""
 
 from __future__ import annotations
 
 import importlib.resources
 import json
 import re
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
-from zoo import runs
 from zoo.errors import ZooError
-from zoo.files import atomic_path, cache_root, read_json, sha256, write_json
+from zoo.files import atomic_path, cache_root, sha256
 from zoo.loader import get_registry
-from zoo.registry import Weights, check_name
+from zoo.registry import Weights
 
-__all__ = ["fetch", "named_weights", "packaged", "publish", "source_path", "split_name", "train_command"]
+__all__ = ["fetch", "packaged", "split_name", "train_command"]
 
 _NAME = re.compile(r"([A-Za-z][A-Za-z0-9_-]*):([A-Za-z0-9][A-Za-z0-9_-]*)")
 _BLOCK = 1 << 16
@@ -32,19 +30,6 @@ def split_name(text: str) -> tuple[str, str] | None:
     """``("cnn32", "mnist")`` for ``"cnn32:mnist"``; None for anything that is not ``ARCH:TAG``."""
     match = _NAME.fullmatch(text.strip())
     return (match[1], match[2]) if match else None
-
-
-def named_weights(text: str | Path) -> Weights | None:
-    """The published weights a RUN_OR_WEIGHTS argument names; None for a path that exists (it wins) or any other
-    text that is not ``ARCH:TAG``."""
-    parts = None if Path(text).exists() else split_name(str(text))
-    return get_registry().find_weights(*parts) if parts else None
-
-
-def source_path(text: str | Path) -> Path:
-    """What a RUN_OR_WEIGHTS argument names on disk: a path that exists, else ``ARCH:TAG``'s verified file."""
-    weights = named_weights(text)
-    return fetch(weights) if weights else Path(text)
 
 
 def _package_file(w: Weights) -> Path:
@@ -195,84 +180,3 @@ def train_command(config: dict[str, Any]) -> str:
             continue
         options += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
     return " ".join(["zoo", "train", config["architecture"], config["dataset"], *options])
-
-
-def publish(
-    run: str | Path,
-    tag: str | None = None,
-    out: str | Path = ".",
-    *,
-    url: str = "",
-    default: bool = False,
-    data_dir: str | Path | None = None,
-    notes: str = "",
-    force: bool = False,
-) -> dict[str, Any]:
-    """Make a finished run into published weights: ``OUT/ARCH-TAG.safetensors`` and its record ``OUT/ARCH-TAG.json``.
-
-    The accuracy recorded is what ``zoo eval`` measures on the file, so ``zoo eval ARCH:TAG`` reproduces it.
-    Weights already published in ``out`` under that name are replaced only with ``force=True``.
-    Returns the record: ``zoo.Weights.from_json(record, file="package:path")`` (or ``url=``) registers it.
-    """
-    from zoo.inference import evaluate, load_model
-    from zoo.machine import describe_machine
-    from zoo.summary import summarize
-    from zoo.training import TrainConfig
-
-    source = Path(run)
-    if not (source / runs.SUMMARY).is_file():
-        raise ZooError(f"{source} is not a finished run (no {runs.SUMMARY}); publish a run that `zoo train` completed")
-    config = runs.open_run(source)
-    settings, summary = config["train"], read_json(source / runs.SUMMARY)
-    model, card = load_model(source)
-    tag = tag or settings["dataset"]
-    try:  # every name is checked before anything is written
-        check_name("weights tag", tag, ())
-    except ValueError as exc:
-        raise ZooError(f"--tag {tag!r}: {exc}") from None
-    target = Path(out) / f"{card.architecture}-{tag}.safetensors"
-    record_path = target.with_suffix(".json")
-    existing = [str(p) for p in (target, record_path) if p.exists()]
-    if existing and not force:
-        raise ZooError(f"{' and '.join(existing)} already exist; pass --force to replace them, or another --tag")
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ZooError(f"cannot write to {target.parent} ({exc.strerror}); pass --out DIR") from exc
-    best = runs.find_weights(source)
-    scored = evaluate(best, data_dir=data_dir or runs.recorded_data_dir(source), out=source / f"eval-{tag}")
-    layers = summarize(model, card.input_shape)
-    record = {
-        "architecture": card.architecture,
-        "tag": tag,
-        "sha256": sha256(best),
-        "size": best.stat().st_size,
-        "url": url,
-        "dataset": settings["dataset"],
-        **{k: v for k, v in card.to_json().items() if k in ("classes", "input_shape", "mean", "std")},
-        "accuracy": scored.accuracy,
-        "loss": scored.evaluation.loss,
-        "params": sum(l.params for l in layers),
-        "macs": sum(l.macs for l in layers),
-        "command": train_command(settings),
-        "seed": settings["seed"],
-        "recipe": TrainConfig(**settings).describe(),
-        "train_seconds": round(summary["train_seconds"], 1),
-        "machine": config.get("machine") or describe_machine(settings["threads"]),
-        "zoo_version": config["zoo_version"],
-        "torch_version": config["torch_version"],
-        "default": default,
-        "notes": notes,
-    }
-    Weights.from_json(record, file="" if url else "package:path")  # the record must make valid weights
-    with atomic_path(target) as tmp:
-        shutil.copyfile(best, tmp)
-        # The record is what makes a file published weights, so an old one goes before its file is replaced and
-        # the new one comes last: a process killed in between leaves a file without a record (not registered),
-        # never a record beside another file.
-        record_path.unlink(missing_ok=True)
-    if sha256(target) != record["sha256"]:
-        target.unlink()
-        raise ZooError(f"{best} changed while it was being published; publish it again")
-    write_json(record_path, record)
-    return record

@@ -27,7 +27,7 @@ from zoo.exporters.formats import run_onnx, write_onnx
 import zoo
 from zoo.errors import ZooError
 from zoo.exporting import DEFAULT_ULPS, export, rounding_steps
-from zoo.inference import load_model
+from zoo.runtimes import load_model
 
 BROKEN = {  # the errors the check must catch, as tests/test_export.py makes them
     "all weights x(1+1e-3)": lambda m: [p.mul_(1 + 1e-3) for p in m.parameters()],

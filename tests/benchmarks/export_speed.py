@@ -25,7 +25,7 @@ import torch
 
 import zoo
 from zoo.exporting import export
-from zoo.inference import load_model
+from zoo.runtimes import load_model
 
 
 def images_per_s(run, x: np.ndarray, seconds: float = 1.0) -> float:  # type: ignore[no-untyped-def]

@@ -25,7 +25,7 @@ from zoo.exporters.formats import _fold_batch_norms, write_onnx
 
 import zoo
 from zoo.benchmarking import Contender, measure
-from zoo.inference import load_model
+from zoo.runtimes import load_model
 from zoo.weights import fetch
 
 WEIGHTS = {"mnist_cnn32": "mnist_cnn32:mnist", "mnist_cnn6_16": "mnist_cnn6_16:mnist",

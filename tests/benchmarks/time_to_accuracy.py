@@ -21,7 +21,7 @@ from train_speed import tutorial_images_per_s
 
 import zoo
 from zoo.data import Normalizer, Split
-from zoo.evaluation import evaluate
+from zoo.evaluation import score
 from zoo.training import keep_freed_memory
 
 TARGETS = {"mnist_cnn6_16": [(5, 0.990)], "mnist_cnn32": [(3, 0.990), (None, 0.993)]}
@@ -38,7 +38,7 @@ def run(arch: str, seed: int, data_dir: str, overrides: dict[str, Any]) -> list[
 
     def on_epoch(record: dict[str, Any], model: nn.Module) -> None:
         seconds = (rows[-1][2] if rows else 0.0) + record["seconds"]
-        rows.append((record["epoch"], evaluate(model, test, normalize).accuracy, seconds))
+        rows.append((record["epoch"], score(model, test, normalize).accuracy, seconds))
 
     with tempfile.TemporaryDirectory() as out:
         zoo.train(arch, "mnist", data_dir=data_dir, out=Path(out) / "run", seed=seed, progress="none",
