@@ -1,4 +1,8 @@
-"""The plugin author guide documents every hook with its exact signature and every field; every hook has a test."""
+"""The plugin author guide documents every hook with its exact signature and every field; every hook has a test.
+
+The site: every page is in mkdocs.yml's navigation, and every file the README links to exists (`mkdocs build
+--strict` checks the links between pages, and their anchors).
+"""
 
 from __future__ import annotations
 
@@ -34,3 +38,15 @@ def test_every_field_a_plugin_gives_is_in_the_guide(kind: type) -> None:
     table = text.split(f"| `{kind.__name__}` field | meaning |", 1)[1].split("\n\n", 1)[0]
     documented = {name for row in table.splitlines()[2:] for name in re.findall(r"`(\w+)`", row.split("|")[1])}
     assert {f.name for f in dataclasses.fields(kind)} == documented
+
+
+def test_every_docs_page_is_in_the_site_navigation() -> None:
+    nav = set(re.findall(r"^  - [^:]+: (\S+\.md)$", (ROOT / "mkdocs.yml").read_text(), flags=re.MULTILINE))
+    assert nav == {str(p.relative_to(ROOT / "docs")) for p in (ROOT / "docs").rglob("*.md")}
+
+
+def test_every_file_the_readme_links_to_exists() -> None:
+    links = re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", (ROOT / "README.md").read_text())
+    local = [link for link in links if "://" not in link]
+    assert any(link.startswith("docs/") for link in local)
+    assert [link for link in local if not (ROOT / link).exists()] == []

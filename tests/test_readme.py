@@ -33,7 +33,7 @@ QUICK_START, TESTS = (b.strip() for b in blocks(section("Quick start"), "bash"))
 COMMANDS = [line for line in blocks(section("Commands"), "bash")[0].splitlines() if line.strip()]
 PYTHON_BLOCKS = [
     (path.name, code)
-    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
     for code in blocks(path.read_text(), "python")
 ]
 
@@ -43,6 +43,17 @@ def test_ci_runs_the_readme_commands_verbatim() -> None:
     assert TESTS in ci, "CI must run the README's test command"
     assert QUICK_START in ci, "CI must run the README's quick start"
     assert ci.index(QUICK_START) > ci.index(TESTS), "the quick start runs after the tests, in the same venv"
+
+
+def test_readme_is_at_most_12_kb() -> None:
+    """The README is for a newcomer; the reference is in docs/."""
+    assert len((ROOT / "README.md").read_bytes()) <= 12 * 1024
+
+
+def test_the_docs_repeat_the_quick_start_and_the_commands_verbatim() -> None:
+    home, cli = ((ROOT / "docs" / name).read_text() for name in ("index.md", "cli.md"))
+    assert [b.strip() for b in blocks(home, "bash")[:2]] == [QUICK_START, TESTS]
+    assert blocks(cli, "bash")[0] == blocks(section("Commands"), "bash")[0]
 
 
 def write_digit(path: Path) -> None:

@@ -6,6 +6,7 @@ from zoo.card import ModelCard, Provider
 from zoo.errors import AmbiguousName, DatasetNotFound, PluginWarning, SettingError, UnknownName, ZooError
 from zoo.hookspecs import hookimpl
 from zoo.loader import get_registry, load_registry
+from zoo.references import ModelRef, resolve
 from zoo.registry import Architecture, Dataset, Exporter, Plugin, Recipe, Registry, Weights
 from zoo.version import __version__
 
@@ -37,6 +38,7 @@ __all__ = [
     "DatasetNotFound",
     "Exporter",
     "ModelCard",
+    "ModelRef",
     "Plugin",
     "PluginWarning",
     "Provider",
@@ -55,5 +57,6 @@ __all__ = [
     "load",
     "load_registry",
     "predict",
+    "resolve",
     "train",
 ]
