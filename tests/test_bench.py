@@ -106,6 +106,16 @@ def test_an_exported_file_is_timed_alone_and_code_needs_trust(run: Path, tmp_pat
     assert refused.exit_code == 1 and "--trust" in refused.stderr and "Traceback" not in refused.output
 
 
+def test_an_exported_file_with_batch_norms_is_counted_in_eval_mode(tmp_path: Path) -> None:
+    """lenet_bn's batch norm after a linear layer cannot run on one image in training mode: MACs are counted in
+    eval mode, so the benchmark ends with its figures."""
+    assert zoo("export", "lenet_bn:mnist", "--onnx", "--out", str(tmp_path)).exit_code == 0
+    result = zoo("bench", str(tmp_path / "lenet_bn-mnist.onnx"), "--batch-sizes", "1", "--rounds", "1",
+                 "--seconds", "0.01", "--json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["macs_per_image"] > 0
+
+
 def test_a_files_declared_shape_allocates_nothing_until_a_bounded_batch(run: Path, tmp_path: Path) -> None:
     """A small graph whose metadata declares 1x2048x2048 images: counting the architecture's MACs at that shape
     happens on the meta device, and a batch whose input alone passes 2 GiB is refused before anything runs."""

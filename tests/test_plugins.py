@@ -89,8 +89,18 @@ def test_third_party_plugin_is_found_through_its_entry_point(fake_dist: FakeDist
             "raised while registering",
             "TypeError: register_datasets got str, expected zoo.Dataset",
         ),
+        (
+            "import argparse\nargparse.ArgumentParser().parse_args(['--no-such-flag'])\n",  # exits at import
+            "failed to load",
+            "SystemExit: 2",
+        ),
+        (
+            "import sys, zoo\n@zoo.hookimpl\ndef register_datasets(register):\n    sys.exit('bye')\n",
+            "raised while registering",
+            "SystemExit: bye",
+        ),
     ],
-    ids=["import-error", "hook-raises", "misspelt-hook", "wrong-type"],
+    ids=["import-error", "hook-raises", "misspelt-hook", "wrong-type", "exits-at-import", "exits-in-hook"],
 )
 def test_a_broken_plugin_is_isolated_and_reported(fake_dist: FakeDist, source: str, stage: str, error: str) -> None:
     fake_dist("zoo-broken", source)

@@ -255,7 +255,7 @@ def _counting_model(card: ModelCard, notes: list[str]) -> nn.Module | None:
         if arch is None:
             raise ZooError(f"architecture {card.architecture} is not installed")
         with torch.device("meta"):
-            return arch.build(card.input_shape, card.num_classes)
+            return arch.build(card.input_shape, card.num_classes).eval()  # counted as it runs: in eval mode
     except ZooError as exc:
         notes.append(f"no roofline: the file's MACs could not be counted ({exc})")
         return None

@@ -118,7 +118,7 @@ def load_registry(eps: Iterable[EntryPoint] | None = None) -> Registry:
             module = ep.load()
             plugin.location = getattr(module, "__file__", None) or ""
             _register(pm, module, f"{plugin.distribution}:{plugin.name}")
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # a plugin calling sys.exit() (argparse) must not end every command
             _fail(plugin, "failed to load", exc)
             continue
         loaded.append((plugin, module))
@@ -131,7 +131,7 @@ def load_registry(eps: Iterable[EntryPoint] | None = None) -> Registry:
                 for impl in caller.get_hookimpls():
                     if impl.plugin is module:
                         impl.function(register=functools.partial(_stage, staged, kind, caller.name))
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             _fail(plugin, "raised while registering", exc)
             continue
         for item in staged:
