@@ -246,6 +246,7 @@ def test_a_loader_that_raises_anything_else_fails(fake_dist: FakeDist) -> None:
     assert typo.status == "failed" and typo.detail.startswith("AttributeError:") and "fix the loader" in typo.detail
 
 
+@pytest.mark.slow
 def test_cases_are_lazy_and_separate_pytest_items(
     fake_dist: FakeDist, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

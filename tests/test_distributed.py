@@ -70,6 +70,7 @@ def test_sigterm_stops_every_process_at_one_step_and_another_count_resumes(tmp_p
     assert len(history) == 30 and (tmp_path / "run" / "summary.json").is_file()
 
 
+@pytest.mark.slow
 def test_a_restart_by_torchrun_continues_the_run_it_names(tmp_path: Path) -> None:
     first = zoo(*SMALL, "--epochs", "2", "--max-steps", "5", "--out", "run", cwd=tmp_path)
     assert first.returncode == 0, first.stderr

@@ -190,6 +190,7 @@ def test_stale_temporary_files_of_dead_processes_are_cleared(tmp_path: Path) -> 
     assert not stale.exists() and live.exists() and users.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this platform")
 def test_threads_follow_the_cpus_this_process_may_use(tmp_path: Path) -> None:
     """One CPU allowed, one thread: more would oversubscribe it. The count is recorded, so a resume uses it too."""

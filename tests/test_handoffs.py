@@ -125,6 +125,7 @@ def test_export_never_replaces_a_manifest_zoo_did_not_write(
     assert tree(out) == ["manifest.json"] and (out / "manifest.json").read_text() == manifest
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["device", "fifo", "huge"])
 def test_a_handed_run_folder_is_read_within_bounds(run: Path, kind: str) -> None:
     """config.json linked to /dev/zero, a FIFO or a 2 MB file (a FIFO would block a read, /dev/zero fill memory):

@@ -424,3 +424,15 @@ def test_load_gives_an_eval_mode_module_with_its_metadata(run_dir: Path) -> None
     assert isinstance(model, torch.nn.Module) and not model.training
     assert model.zoo_card.classes == tuple("0123456789") and model.zoo_card.architecture == "mnist_cnn6_16"
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_the_library_makes_waiting_openmp_threads_sleep_unless_told(given: str | None, expected: str) -> None:
+    """`import zoo` sets OMP_WAIT_POLICY before torch loads, as the command does: spinning threads slow training
+    beside busy processes (tests/benchmarks/under_load.py); a value the user set stays."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"} | (
+        {"OMP_WAIT_POLICY": given} if given else {}
+    )
+    code = "import os, zoo, torch; print(os.environ['OMP_WAIT_POLICY'])"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.stdout.strip() == expected, done.stderr

@@ -468,6 +468,7 @@ def test_init_that_cannot_fit_is_refused(tmp_path: Path, args: list[str], messag
     assert not (tmp_path / "run" / "best.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_publish_makes_a_run_into_weights_and_their_record(tmp_path: Path) -> None:
     run, out = tmp_path / "run", tmp_path / "pkg" / "weights"
     trained = zoo_cli("train", "cnn6", "sevenseg", "--epochs", "1", "--max-steps", "5", "--out", str(run), "--quiet")

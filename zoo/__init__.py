@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+import os as _os
+import sys as _sys
+
+# OpenMP threads that spin while they wait collapse training when other jobs share the cores (6% of idle
+# throughput beside two busy processes, against 50% when waiting threads sleep: tests/benchmarks/under_load.py).
+# torch reads it when it loads, so the library and the command both set it here, before zoo imports torch, unless
+# the user chose (OMP_WAIT_POLICY=ACTIVE restores spinning) or torch was imported first (then it cannot change).
+if "torch" not in _sys.modules:
+    _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from zoo.card import ModelCard, Provider
 from zoo.errors import AmbiguousName, DatasetNotFound, PluginWarning, SettingError, UnknownName, ZooError
 from zoo.hookspecs import hookimpl

@@ -767,11 +767,7 @@ def new_plugin(name: str, directory: str | None) -> None:
 
 
 def main() -> None:
-    """Entry point of the ``zoo`` console script."""
-    # OpenMP threads that spin while they wait collapse training when other jobs share the cores (6% of idle
-    # throughput beside two busy processes, against 50% when waiting threads sleep: tests/benchmarks/under_load.py).
-    # Read when torch loads, so it is set before any command imports it; OMP_WAIT_POLICY=ACTIVE restores spinning.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    """Entry point of the ``zoo`` console script (``import zoo`` has set OMP_WAIT_POLICY: see zoo/__init__.py)."""
     try:
         cli(prog_name="zoo")
     except KeyboardInterrupt:  # before a command runs (ZooGroup handles it inside one)
