@@ -15,9 +15,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from zoo import checkpoint, plots
+from zoo import checkpoint, plots, runs
 from zoo.card import ModelCard
 from zoo.errors import SettingError, ZooError
+from zoo.exporting import ExportError, check_batch_sizes, export
 from zoo.loader import get_registry
 from zoo.machine import available_cpus, describe_machine
 from zoo.references import ModelRef, resolve
@@ -278,8 +279,6 @@ def bench(
     file is timed with its own runtime, beside PyTorch eager.  An exported file is timed alone; one whose format
     can run code needs ``trust=True``.
     """
-    from zoo.exporting import ExportError, check_batch_sizes, export
-
     check_batch_sizes(batch_sizes)
     if not 1 <= rounds <= MAX_ROUNDS:
         raise SettingError("rounds", f"must be from 1 to {MAX_ROUNDS}, got {rounds}")
@@ -388,8 +387,6 @@ def _runtime(name: str) -> str:
 def _untrained(target: str | Path | ModelRef) -> bool:
     """Time fresh weights when ``target`` names an architecture (or alias) with neither runs nor published weights:
     speed does not depend on them."""
-    from zoo import runs
-
     if isinstance(target, ModelRef) or Path(target).exists():
         return False
     try:

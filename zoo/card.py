@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from zoo.errors import ZooError
+from zoo.loader import get_registry
+from zoo.version import __version__
 
 if TYPE_CHECKING:
     from zoo.registry import Architecture, Dataset
@@ -236,9 +238,6 @@ class ModelCard:
 def new_card(arch: Architecture, dataset: Dataset | None = None, **values: Any) -> ModelCard:
     """The card of a model of ``arch`` built for ``dataset`` (without one: the architecture's own shape, untrained)."""
     import torch
-
-    from zoo.loader import get_registry
-    from zoo.version import __version__
 
     if dataset is None:
         c = arch.input_shape[0]

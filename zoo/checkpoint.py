@@ -13,6 +13,7 @@ from torch import nn
 from zoo.card import ModelCard, decode, encode
 from zoo.errors import ZooError
 from zoo.files import atomic_path
+from zoo.loader import get_registry
 from zoo.registry import Plugin, format_shape
 
 __all__ = ["Checkpoint", "build", "load", "load_weights", "read", "save", "write"]
@@ -116,8 +117,6 @@ def build(saved: Checkpoint, source: Path) -> nn.Module:
     The file's tensor shapes are compared with the architecture's on PyTorch's meta device (which allocates
     nothing) before the model is built for real.
     """
-    from zoo.loader import get_registry
-
     card = saved.card
     registry = get_registry()
     if card.architecture not in registry.architectures and card.provider is not None:

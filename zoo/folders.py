@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from zoo.errors import DataWarning, SettingError, ZooError
 from zoo.files import CACHE_DIR_ENV, atomic_path, cache_root
 from zoo.images import GREY_MODES, decode, image_mode
+from zoo.loader import get_registry
 from zoo.registry import Dataset, format_shape
 
 if TYPE_CHECKING:
@@ -268,8 +269,6 @@ def find_dataset(name: str, image_size: int | None = None, grayscale: bool | Non
     """A folder of images by its path, or a registered data set by name: what every command accepts."""
     if Path(name).expanduser().is_dir():
         return folder_dataset(name, image_size, grayscale)
-    from zoo.loader import get_registry
-
     return get_registry().dataset(name)
 
 

@@ -29,7 +29,7 @@ from zoo.card import new_card
 from zoo.data import Normalizer, Split, augment, batches, load_splits, resolve_data_dir
 from zoo.errors import SettingError, ZooError
 from zoo.evaluation import Evaluation, report, score
-from zoo.files import write_json, write_text
+from zoo.files import sha256, write_json, write_text
 from zoo.folders import MAX_IMAGE_SIZE, find_dataset
 from zoo.loader import get_registry
 from zoo.machine import available_cpus, describe_machine
@@ -637,8 +637,6 @@ def _initialise(model: nn.Module, source: str, arch: Architecture, ds: Dataset) 
     With another class count than they were trained for, the classifier head (the tensors sized by the class
     count) keeps its fresh initialisation; every other tensor must fit as it is.
     """
-    from zoo.files import sha256
-
     ref = resolve(source)
     path = ref.path
     saved = checkpoint.load(path)
