@@ -81,6 +81,7 @@ def test_a_restart_by_torchrun_continues_the_run_it_names(tmp_path: Path) -> Non
     assert fresh.returncode == 1 and "run" in fresh.stderr, "without a restart, a run is never overwritten"
 
 
+@pytest.mark.slow
 def test_a_batch_that_does_not_split_over_the_processes_is_refused(tmp_path: Path) -> None:
     result = zoo(*SMALL, "--batch-size", "63", "--nproc-per-node", "2", "--out", "run", cwd=tmp_path)
     assert result.returncode == 1
