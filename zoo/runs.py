@@ -106,12 +106,11 @@ def open_run(path: Path) -> dict[str, Any]:
     return config
 
 
-def recorded_data_dir(path: Path) -> Path | None:
-    """The ``--data-dir`` a run was trained with, from its config.json, for a run directory or a file inside one;
-    a hint for reading data that is there, never a place to write."""
-    config = (path if path.is_dir() else path.parent) / CONFIG
+def recorded_data_dir(run: Path) -> Path | None:
+    """The ``--data-dir`` a run was trained with, from its config.json: a hint for reading data that is there,
+    never a place to write."""
     try:
-        given = read_json(config).get("data_dir") if config.exists() else None
+        given = read_json(run / CONFIG).get("data_dir") if (run / CONFIG).exists() else None
     except (ZooError, AttributeError):
         return None
     return Path(given) if isinstance(given, str) and Path(given).is_dir() else None
