@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import warnings
 from collections.abc import Callable
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
     from zoo.runtimes import Run
 
 META_FILE = "zoo.json"  # the metadata's name inside TorchScript and .pt2 archives
+# TorchScript and .pt2 archives are built in memory and written by Python: torch's C++ zip writer aborts the
+# process (std::terminate) when the disk fills, where Python's write raises an error zoo can name.
 
 
 # safetensors: zoo's own checkpoint format; proved by building a fresh model from the file's card.
@@ -44,7 +47,28 @@ def write_torchscript(model: nn.Module, example: torch.Tensor, meta: dict[str, A
     with warnings.catch_warnings():  # each torch.jit call warns that TorchScript is deprecated: said once, in NOTICE
         warnings.filterwarnings("ignore", r"`torch\.jit\.\w+` is deprecated", FutureWarning)
         traced = torch.jit.trace(model, example)  # type: ignore[no-untyped-call]
-        torch.jit.save(traced, str(path), _extra_files={META_FILE: json.dumps(meta)})
+        archive = io.BytesIO()
+        torch.jit.save(traced, archive, _extra_files={META_FILE: json.dumps(meta)})
+    path.write_bytes(archive.getvalue())
+
+
+MAX_ARCHIVE_BYTES = 1 << 30
+"""What a TorchScript or .pt2 archive may hold uncompressed: checked in its zip directory before anything is read."""
+
+
+def _check_archive(path: Path) -> None:
+    """Refuse an archive that would unpack to more than MAX_ARCHIVE_BYTES (torch allocates each record whole, at
+    the size the zip directory declares), before torch opens it."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            total = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise zoo.ZooError(f"{path} is not a readable zip archive ({exc}); export it again") from None
+    if total > MAX_ARCHIVE_BYTES:
+        raise zoo.ZooError(f"{path} would unpack to {total:,} bytes, more than the {MAX_ARCHIVE_BYTES:,} zoo allows "
+                           f"a model archive; it is no model zoo wrote")  # fmt: skip
 
 
 def run_torchscript(path: Path) -> tuple[Run, dict[str, Any]]:
@@ -52,6 +76,7 @@ def run_torchscript(path: Path) -> tuple[Run, dict[str, Any]]:
 
     from zoo.runtimes import torch_runner
 
+    _check_archive(path)
     files = {META_FILE: ""}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", r"`torch\.jit\.\w+` is deprecated", FutureWarning)
@@ -194,7 +219,9 @@ def write_pt2(model: nn.Module, example: torch.Tensor, meta: dict[str, Any], pat
     import torch
 
     program = torch.export.export(model, (example,), dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
-    torch.export.save(program, str(path), extra_files={META_FILE: json.dumps(meta)})
+    archive = io.BytesIO()
+    torch.export.save(program, archive, extra_files={META_FILE: json.dumps(meta)})
+    path.write_bytes(archive.getvalue())
 
 
 def run_pt2(path: Path) -> tuple[Run, dict[str, Any]]:
@@ -202,6 +229,7 @@ def run_pt2(path: Path) -> tuple[Run, dict[str, Any]]:
 
     from zoo.runtimes import torch_runner
 
+    _check_archive(path)
     files = {META_FILE: ""}
     program = torch.export.load(str(path), extra_files=files)
     return torch_runner(program.module()), parse_json_value(path, META_FILE, files[META_FILE])

@@ -97,6 +97,25 @@ def test_resume_of_a_run_without_a_checkpoint_starts_it_again_in_place(tmp_path:
     assert checkpoint.load(run / "last.safetensors").card.epoch == 1
 
 
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({}, "missing 1 required keyword-only argument: 'architecture'"),
+        ({"architecture": 5, "dataset": "sevenseg"}, "architecture must be a string, got 5"),
+        ({"architecture": "cnn6", "dataset": ["x"]}, "dataset must be a string, got ['x']"),
+        ({"architecture": "cnn6", "dataset": "sevenseg", "epochs": "3"}, "epochs must be an integer"),
+    ],
+    ids=["empty", "architecture-number", "dataset-list", "epochs-string"],
+)
+def test_resume_of_a_damaged_config_says_which_setting(
+    settings: dict[str, object], message: str, tmp_path: Path
+) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"train": settings}))
+    result = zoo("train", "--resume", str(tmp_path))
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1, result.output
+    assert f"{tmp_path / 'config.json'} is damaged (" in result.stderr and message in result.stderr
+
+
 def test_a_run_killed_after_its_last_checkpoint_finishes_on_resume(tmp_path: Path) -> None:
     run = tmp_path / "run"
     assert zoo(*TRAIN, "--out", str(run)).exit_code == 0
@@ -143,7 +162,8 @@ def test_settings_that_cannot_train_are_refused(args: list[str], message: str, t
 
 def test_a_diverging_run_stops_and_keeps_its_last_good_checkpoint(tmp_path: Path) -> None:
     result = zoo(*TRAIN, "--out", str(tmp_path / "run"), "--optimizer", "sgd", "--lr", "1e30")
-    assert result.exit_code == 1 and "training diverged at epoch 1" in result.stderr and "lower --lr" in result.stderr
+    assert result.exit_code == 1 and "training diverged at epoch 1" in result.stderr and "Lower --lr" in result.stderr
+    assert "no checkpoint was written (it diverged in the first epoch)" in result.stderr, "none is kept: none exists"
     assert not (tmp_path / "run" / "last.safetensors").exists(), "diverged weights are never saved"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -181,7 +182,7 @@ def test_a_format_that_is_not_equivalent_fails_and_writes_nothing(
     assert result.exit_code == 1
     for name in ("all_weights", "one_layer", "no_bias"):
         assert f"{name} at batch size 1, 2, 64 (" in result.stderr, name
-    assert "static_onnx: " in result.stderr and "Got invalid dimensions" in result.stderr
+    assert "static_onnx could not be run: " in result.stderr and "Got invalid dimensions" in result.stderr
     assert "FAILED" in result.stdout  # the table of what was measured comes first
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["manifest.json"], "no file under a final name"
     checks = json.loads((tmp_path / "out" / "manifest.json").read_text())["verification"]
@@ -196,7 +197,10 @@ def test_a_format_that_is_not_equivalent_fails_and_writes_nothing(
         (["cnn32:kmnist"], "mnist_cnn32 has no weights tagged 'kmnist'; it has mnist_cnn32:mnist"),
         (["cnn32", "--untrained", "--format", "tflite"], "unknown export format 'tflite'"),
         (["cnn32", "--untrained", "--batch-sizes", "1,x"], "is not a comma-separated list of integers"),
-        (["cnn32", "--untrained", "--onnx", "--opset", "99"], "onnx: "),
+        (["cnn32", "--untrained", "--onnx", "--opset", "99"], "--opset must be an ONNX opset from 7 to 20"),
+        (["cnn32", "--untrained", "--onnx", "--opset", "0"], "--opset must be an ONNX opset from 7 to 20"),
+        (["cnn32", "--untrained", "--onnx", "--ulps", "inf"], "--ulps must be a finite number"),
+        (["cnn32", "--untrained", "--batch-sizes", "1" + "0" * 30], "--batch-sizes must be integers from 1 to"),
     ],
 )
 def test_bad_export_input(args: list[str], message: str, tmp_path: Path) -> None:
@@ -204,6 +208,79 @@ def test_bad_export_input(args: list[str], message: str, tmp_path: Path) -> None
     assert result.exit_code != 0 and message in result.stderr
     assert "Traceback" not in result.stderr
     assert not any(p.suffix in (".onnx", ".pt2", ".pt") for p in (tmp_path / "out").glob("*"))
+
+
+def test_an_output_folder_that_cannot_be_written_is_named_before_any_work(tmp_path: Path) -> None:
+    result = zoo("export", "cnn6", "--untrained", "--onnx", "--out", "/sys")
+    assert result.exit_code == 1 and result.stderr.startswith("zoo: error: cannot write to /sys ("), result.stderr
+    assert result.stderr.count("\n") == 1 and "pass --out DIR" in result.stderr
+
+
+FULL_DISK = """
+import os, sys
+from pathlib import Path
+out, name = Path(sys.argv[1]), sys.argv[2]
+out.mkdir()
+(out / f".zoo-tmp-{os.getpid()}-{name}").symlink_to("/dev/full")  # the temporary file: its writes fail (ENOSPC)
+from zoo.cli import main
+sys.argv = ["zoo", "export", "cnn6", "--untrained", "--format", sys.argv[3], "--out", str(out)]
+main()
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full, whose writes fail as on a full disk")
+@pytest.mark.parametrize("fmt", [f for f in FORMATS if f != "safetensors"])
+def test_a_full_disk_is_one_line_naming_the_folder_for_every_format(fmt: str, tmp_path: Path) -> None:
+    """Writes that fail with ENOSPC (the kernel's /dev/full): TorchScript and .pt2 aborted the process in C++
+    (exit 134), ONNX said "not equivalent". (safetensors replaces a link instead of writing through it, so
+    /dev/full cannot stand in for its file; test_durability covers its full disk.)"""
+    out = tmp_path / "out"
+    name = f"mnist_cnn6_16-untrained{REGISTRY.exporters[fmt].suffix}"
+    done = subprocess.run([sys.executable, "-c", FULL_DISK, str(out), name, fmt], capture_output=True, text=True)
+    assert done.returncode == 1, done.stderr
+    assert f"no space left to write {name} in {out}" in done.stderr and "not equivalent" not in done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json"], "no file, temporary or final, is left"
+    assert json.loads((out / "manifest.json").read_text())["files"] == {}
+
+
+@pytest.mark.slow
+def test_an_export_killed_at_any_write_leaves_every_file_with_its_own_entry(
+    trained: dict[str, Path], tmp_path: Path
+) -> None:
+    """SIGKILL at each write of an `export --force` over an earlier export of other weights: each file the manifest
+    lists is the file it names, so zoo loads every one (before, a kill between the files and the manifest left
+    proven files refused as "changed after export")."""
+    import signal
+
+    from zoo.files import KILL_AT_WRITE_ENV, sha256
+    from zoo.references import resolve
+
+    out, other = tmp_path / "out", tmp_path / "other"
+    assert zoo("export", str(trained["mnist_cnn6_16"]), "--onnx", "--safetensors", "--out", str(out)).exit_code == 0
+    assert zoo("train", "cnn6", "sevenseg", "--max-steps", "2", "--out", str(other), "--quiet").exit_code == 0
+    command = [sys.executable, "-m", "zoo", "export", str(other), "--onnx", "--safetensors", "--out", str(out),
+               "--force"]  # fmt: skip
+    for n in range(1, 12):
+        killed = subprocess.run(command, capture_output=True, text=True, env={**os.environ, KILL_AT_WRITE_ENV: str(n)})
+        files = json.loads((out / "manifest.json").read_text())["files"]
+        for entry in files.values():
+            assert sha256(out / entry["path"]) == entry["sha256"], f"killed at write {n}: {entry['path']}"
+        for path in out.glob("mnist_cnn6_16*"):
+            resolve(path)  # listed and matching, or not listed: never refused
+        if killed.returncode == 0:
+            assert n > 3, "killed at the manifest, each file and the manifest again"
+            assert {e["sha256"] for e in files.values()} == {sha256(p) for p in out.glob("mnist_cnn6_16*")}
+            break
+        assert killed.returncode == -signal.SIGKILL, killed.stderr
+    else:
+        pytest.fail("export never finished")
+
+
+def test_one_format_can_be_named_on_its_own_in_python(tmp_path: Path) -> None:
+    result = export("cnn6", "onnx", untrained=True, out=tmp_path)
+    assert list(result.files) == ["onnx"]
 
 
 def test_an_earlier_export_is_kept_unless_forced(trained: dict[str, Path], tmp_path: Path) -> None:

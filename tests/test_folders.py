@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -157,13 +158,37 @@ def test_a_corrupt_cache_entry_is_decoded_again_and_rewritten(tmp_path: Path, ca
 
 def test_bad_folders_say_what_to_do(tmp_path: Path) -> None:
     (tmp_path / "empty" / "only").mkdir(parents=True)
-    with pytest.raises(ZooError, match=r"has 1 class folder\(s\) with images; put images in .*/<class>/\*\.png"):
+    with pytest.raises(ZooError, match=r"has 0 class folder\(s\) with training images \(only without any\); put "
+                                        r"images in .*/<class>/\*\.png"):  # fmt: skip
+        folder_dataset(tmp_path / "empty")
+    (tmp_path / "empty" / "other").mkdir()  # two class folders, neither with an image: not "2 with images"
+    with pytest.raises(ZooError, match=r"has 0 class folder\(s\) with training images \(only, other without any\)"):
         folder_dataset(tmp_path / "empty")
     root = make_folder(tmp_path / "mixed", {"a": 6, "b": 6})
     Image.new("L", (50, 50)).save(root / "a" / "big.png")
     with pytest.raises(ZooError, match=r"come in 2 sizes \(20x24: \d+, 50x50: 1\); pass --image-size N"):
         folder_dataset(root)
     assert folder_dataset(root, image_size=28).shape == (1, 28, 28)
+
+
+def test_links_in_a_loop_are_skipped_like_broken_ones(tmp_path: Path) -> None:
+    """A link to itself, and two links to each other: `DirEntry` raised "Too many levels of symbolic links"."""
+    root = make_folder(tmp_path / "digits", {"a": 6, "b": 6})
+    (root / "a" / "self.png").symlink_to("self.png")
+    (root / "a" / "sub").symlink_to("../b/sub")
+    (root / "b" / "sub").symlink_to("../a/sub")
+    (root / "loop").symlink_to("loop")
+    data = folder_dataset(root)
+    assert data.classes == ("a", "b") and data.train_size + data.test_size == 12
+
+
+def test_image_options_on_a_registered_data_set_are_refused_not_ignored() -> None:
+    result = CliRunner().invoke(cli, ["train", "cnn6", "sevenseg", "--image-size", "32"])
+    assert result.exit_code == 1 and "--image-size applies to folders of images; sevenseg's images are 1x28x28" in (
+        result.stderr
+    )
+    result = CliRunner().invoke(cli, ["train", "cnn6", "sevenseg", "--color"])
+    assert result.exit_code == 1 and "--grayscale applies to folders of images" in result.stderr
 
 
 def test_train_eval_predict_and_export_on_a_folder(tmp_path: Path) -> None:
@@ -204,6 +229,30 @@ def test_train_eval_predict_and_export_on_a_folder(tmp_path: Path) -> None:
     dog = sorted((root / "dog").iterdir())[0]
     predicted = CliRunner().invoke(cli, ["predict", str(run / "export" / "mnist_cnn6_16.onnx"), str(dog), "--json"])
     assert json.loads(predicted.stdout)[0]["top"][0][0] == "dog"
+
+
+@pytest.mark.slow
+def test_a_small_folder_gets_a_recipe_that_learns_and_next_commands_that_work(tmp_path: Path) -> None:
+    """120 images with the default recipe (batch 128, 5 epochs) were 5 optimiser steps: one class for everything,
+    silently. The batch and epochs now fit the data, and `next:` names the folder `zoo eval` needs."""
+    root = make_folder(tmp_path / "pets", {"cat": 60, "dog": 60})
+    run = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["train", "cnn6", str(root), "--image-size", "28", "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    settings = json.loads((run / "config.json").read_text())["train"]
+    images = folder_dataset(root, image_size=28).train_size * 0.9
+    assert settings["batch_size"] == 16 and settings["epochs"] * (int(images) // 16) >= 300
+    assert f"training images: batch 16 for {settings['epochs']} epochs" in result.stderr
+    assert "a small data set trains best from published weights: add --init mnist_cnn6_16:mnist" in result.stderr
+    (hint,) = [line for line in result.stdout.splitlines() if line.startswith("next: ")]
+    dog = sorted((root / "dog").iterdir())[0]
+    for command in hint.removeprefix("next: ").split(" | "):
+        done = CliRunner().invoke(cli, shlex.split(command.replace("IMAGE.png", str(dog)))[1:])
+        assert done.exit_code == 0, f"{command}: {done.output}"
+
+    short = CliRunner().invoke(cli, ["train", "cnn6", str(root), "--image-size", "28", "--epochs", "1",
+                                     "--out", str(tmp_path / "short"), "--quiet"])  # fmt: skip
+    assert short.exit_code == 0 and "optimiser steps (" in short.stderr and "rarely train a network" in short.stderr
 
 
 def test_info_on_a_folder(tmp_path: Path) -> None:

@@ -160,3 +160,16 @@ def test_a_recorded_data_dir_is_read_but_never_written(
     result = zoo_cli("eval", str(run), "--out", str(tmp_path / "eval"))
     assert result.exit_code == 0, result.output
     assert "accuracy" in result.stdout and tree(recorded) == []
+
+
+@pytest.mark.parametrize("command", ["eval", "publish", "bench"])
+def test_an_output_folder_that_cannot_be_written_is_named_before_any_work(run: Path, command: str) -> None:
+    """/sys, where even root cannot make a file: "unexpected OSError" before, after all the work for bench --plot."""
+    args = {
+        "eval": ["eval", str(run), "sevenseg", "--out", "/sys"],
+        "publish": ["publish", str(run), "--out", "/sys"],
+        "bench": ["bench", str(run), "--formats", "eager", "--rounds", "1", "--plot", "/sys/speeds.png"],
+    }[command]
+    before = tree(run)
+    one_line_error(zoo_cli(*args), "cannot write to /sys (")
+    assert tree(run) == before

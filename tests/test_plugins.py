@@ -189,6 +189,58 @@ def test_disable_autoload_loads_only_builtins(fake_dist: FakeDist, monkeypatch: 
     assert "third-party plugins are off" in CliRunner().invoke(cli, ["plugins"]).output
 
 
+@pytest.mark.parametrize("value", ["0", "false", "No", "off", ""])
+def test_disable_autoload_set_to_a_false_value_leaves_plugins_on(
+    fake_dist: FakeDist, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    fake_dist("zoo-tiny", GOOD)
+    monkeypatch.setenv("ZOO_DISABLE_PLUGIN_AUTOLOAD", value)
+    assert "tiny_mlp" in get_registry().architectures
+
+
+def test_an_allow_list_matches_names_as_pip_spells_them(fake_dist: FakeDist, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_dist("zoo-tiny", GOOD)
+    monkeypatch.setenv("ZOO_PLUGINS", "Zoo_Tiny")
+    assert "tiny_mlp" in get_registry().architectures
+
+
+def test_an_empty_allow_list_says_that_it_turns_every_plugin_off(
+    fake_dist: FakeDist, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_dist("zoo-tiny", GOOD)
+    monkeypatch.setenv("ZOO_PLUGINS", " ")
+    with pytest.warns(PluginWarning, match=r"\$ZOO_PLUGINS is set but lists no plugin, so no third-party plugin loads"):
+        registry = get_registry()
+    assert "tiny_mlp" not in registry.architectures
+
+
+def test_registering_is_linear_in_the_number_of_items(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each registration looks its name up once: 10,000 architectures cost every command 14 s when the table of
+    taken names was rebuilt per item. Counted in name normalisations, which no machine's speed changes."""
+    import zoo.registry
+    from zoo.registry import Plugin, Registry
+
+    calls = 0
+    real = zoo.registry.normalize
+
+    def counting(name: str) -> str:
+        nonlocal calls
+        calls += 1
+        return real(name)
+
+    monkeypatch.setattr(zoo.registry, "normalize", counting)
+
+    def register(n: int) -> int:
+        nonlocal calls
+        calls, registry, plugin = 0, Registry(), Plugin("many", "zoo-many", "1.0", "many")
+        for i in range(n):
+            registry.add(zoo.Architecture(f"net{i}", builder="x:y", summary="s", aliases=(f"n{i}",)), plugin)
+        return calls
+
+    small, large = register(500), register(2000)
+    assert large <= 4.2 * small, f"{small} normalisations for 500 items, {large} for 2,000: not linear"
+
+
 def test_an_allow_list_loads_only_the_named_plugins(fake_dist: FakeDist, monkeypatch: pytest.MonkeyPatch) -> None:
     fake_dist("zoo-tiny", GOOD)
     fake_dist("zoo-broken", "import not_a_module_anywhere\n")

@@ -139,6 +139,23 @@ def test_a_crafted_pt2_file_is_refused_unless_trusted(command: str, exported: Pa
         assert marker.exists()
 
 
+@pytest.mark.parametrize("fmt", ["pt2", "torchscript.pt"])
+def test_an_archive_that_would_unpack_past_the_bound_is_refused_before_torch_reads_it(
+    fmt: str, exported: Path, tmp_path: Path
+) -> None:
+    """A zip whose directory declares a 4 GiB record (torch allocates each record whole: a 1.8 MB .pt2 bomb
+    reached 3.6 GB): refused from the directory alone, even with --trust."""
+    data = bytearray((exported / "export" / f"mnist_cnn6_16.{fmt}").read_bytes())
+    end = data.rindex(b"PK\x05\x06")  # the end of the central directory says where it starts (at +16)
+    directory = int.from_bytes(data[end + 16 : end + 20], "little")  # its first entry's uncompressed size: at +24
+    data[directory + 24 : directory + 28] = (0xFFFFFFF0).to_bytes(4, "little")
+    bomb = tmp_path / f"bomb.{fmt}"
+    bomb.write_bytes(data)
+    result = zoo_cli("predict", str(bomb), str(exported / "digit.png"), "--trust")
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1, result.output
+    assert f"{bomb} would unpack to" in result.stderr and "more than the 1,073,741,824 zoo allows" in result.stderr
+
+
 def test_trusted_formats_load_without_opt_in(exported: Path) -> None:
     for name in ("mnist_cnn6_16.onnx", "mnist_cnn6_16.safetensors"):
         result = zoo_cli("predict", str(exported / "export" / name), str(exported / "digit.png"))

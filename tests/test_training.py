@@ -201,13 +201,13 @@ def test_unwritable_output_directory(tmp_path: Path) -> None:
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
     result = zoo("train", "cnn6", "sevenseg", "--out", str(locked / "run"), *SMALL)
-    assert result.exit_code == 1 and "cannot write run directory" in result.stderr
+    assert result.exit_code == 1 and "cannot write to" in result.stderr
 
 
 def test_output_path_that_is_a_file(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     result = zoo("train", "cnn6", "sevenseg", "--runs-dir", str(tmp_path / "file" / "runs"), *SMALL)
-    assert result.exit_code == 1 and "cannot write run directory" in result.stderr
+    assert result.exit_code == 1 and "cannot write to" in result.stderr
     assert "pass --runs-dir or --out DIR" in result.stderr
     result = zoo("train", "cnn6", "sevenseg", "--runs-dir", str(tmp_path / "file"), *SMALL)
     assert result.exit_code == 2 and "is a file" in result.stderr
@@ -436,3 +436,32 @@ def test_the_library_makes_waiting_openmp_threads_sleep_unless_told(given: str |
     code = "import os, zoo, torch; print(os.environ['OMP_WAIT_POLICY'])"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert done.stdout.strip() == expected, done.stderr
+
+
+def test_without_a_bar_long_epochs_still_report_progress(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Through a pipe an epoch printed nothing until it ended (155 s of silence): now a line at least every
+    PROGRESS_EVERY_S, here 0 so that every 20th step reports."""
+    import zoo.training
+
+    monkeypatch.setattr(zoo.training, "PROGRESS_EVERY_S", 0.0)
+    train("cnn6", "sevenseg", epochs=1, limit=1400, batch_size=16, out=tmp_path / "run", progress="lines")
+    lines = capsys.readouterr().err.splitlines()
+    steps = [line for line in lines if line.startswith("epoch 1/1  step ")]
+    assert [line.split()[3].split("/")[0] for line in steps[:2]] == ["20", "40"], lines
+    assert "train loss" in steps[0] and "img/s" in steps[0]
+
+
+def test_the_default_recipe_fits_a_small_data_set_and_keeps_a_large_one() -> None:
+    from zoo.training import MIN_STEPS, fit_to_data
+
+    assert fit_to_data(54_000, 128, 5) == (128, 5), "the data sets the recipes were written for keep them"
+    batch, epochs = fit_to_data(113, 128, 5)
+    assert batch == 16 and epochs * (113 // 16) >= MIN_STEPS
+    assert fit_to_data(10, 128, 5) == (16, 100), "at most 100 epochs: a note says the run is short"
+    config = resolve_config(load_registry().architecture("cnn6"), load_registry().dataset("sevenseg"), limit=200)
+    assert (config.batch_size, config.epochs) == (16, 28)
+    pinned = resolve_config(load_registry().architecture("cnn6"), load_registry().dataset("sevenseg"), limit=200,
+                            batch_size=64)  # fmt: skip
+    assert (pinned.batch_size, pinned.epochs) == (64, 5), "a length the user set is kept"

@@ -502,3 +502,24 @@ def test_train_command_spells_out_every_setting() -> None:
         }
     )
     assert command == "zoo train lenet_bn mnist --lr 0.005 --augment crop --threads 2"
+
+
+def test_weights_transforms_turn_a_grey_image_round_as_zoo_predict_does() -> None:
+    """docs/seven.png is dark ink on white; MNIST digits are light on black. The API example classified it as 8."""
+    model = zoo.load("cnn32", weights="mnist")
+    seven = Image.open(ROOT / "docs" / "seven.png").convert("L")
+    prepare = model.zoo_weights.transforms
+    assert torch.equal(prepare()(seven), prepare(invert=True)(seven))
+    assert not torch.equal(prepare()(seven), prepare(invert=False)(seven))
+    with torch.no_grad():
+        assert model(prepare()(seven)[None]).argmax().item() == 7
+    (predicted,) = zoo.predict("cnn32:mnist", ROOT / "docs" / "seven.png")  # one file, not a sequence of letters
+    assert predicted.top[0][0] == "7" and predicted.inverted
+
+
+@pytest.mark.parametrize("invert", ["no", 0, "False"])
+def test_invert_takes_booleans_or_none_only(invert: object) -> None:
+    with pytest.raises(zoo.SettingError, match=r"invert takes True, False or None"):
+        zoo.predict("cnn32:mnist", [ROOT / "docs" / "seven.png"], invert=invert)  # type: ignore[arg-type]
+    with pytest.raises(zoo.SettingError, match=r"invert takes True, False or None"):
+        zoo.Weights.transforms(get_registry().weights["mnist_cnn32:mnist"], invert=invert)  # type: ignore[arg-type]

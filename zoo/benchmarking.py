@@ -51,7 +51,7 @@ class Timing:
     median_ms: float
     p90_ms: float
     images_per_s: float
-    """Median over the rounds of each round's images per second."""
+    """The batch over the median call: the same statistic as ``median_ms``, so that the two columns agree."""
     peak_percent: float | None = None
     """Arithmetic done per second, as a share of the same-run matrix-multiply peak of its precision."""
     roofline_percent: float | None = None
@@ -106,20 +106,22 @@ class BenchResult:
         return max(names, key=lambda n: next(t.images_per_s for t in self.timings[n] if t.batch == batch))
 
     def table(self) -> str:
-        """Per runtime and batch size: the median call in ms (p90) and images/s; at the largest batch size, the
-        share of the same-run matrix-multiply peak and of the model's roofline that this is."""
+        """Per runtime and batch size: the median call in ms (its p90) and the images per second at that median
+        call; at the largest batch size, the share of the same-run matrix-multiply peak and of the model's roofline
+        that this is."""
         batches = [t.batch for t in next(iter(self.timings.values()))]
         head = f"{'runtime':<12} {'precision':<9}" + "".join(
-            f" {f'batch {b}: ms (p90)':>20} {'img/s':>9}" for b in batches
+            f" {f'batch {b}: median ms (p90)':>27} {'img/s':>9}" for b in batches
         )
         lines = [f"{self.source} on {self.machine}", self._limits_line(), f"{head} {'% peak':>6} {'% roofline':>10}"]
         for name, timings in self.timings.items():
             row = f"{name:<12} {self.precisions[name]:<9}"
             for t in timings:
-                row += f" {f'{t.median_ms:.3f} ({t.p90_ms:.3f})':>20} {t.images_per_s:9,.0f}"
+                row += f" {f'{t.median_ms:.3f} ({t.p90_ms:.3f})':>27} {t.images_per_s:9,.0f}"
             last = timings[-1]
             lines.append(f"{row} {_percent(last.peak_percent):>6} {_percent(last.roofline_percent):>10}")
         lines += [f"{name:<12} not timed: {why}" for name, why in self.skipped.items()]
+        lines.append("img/s: the batch size over the median call, the statistic of the ms column")
         for b in batches:
             best, exact = self.fastest(b), self.fastest(b, "float32")
             also = f"; in float32: {exact}" if exact != best else ""
@@ -194,9 +196,8 @@ def measure(
     for c in contenders:
         for b in batch_sizes:
             pooled = sorted(t for r in calls[c.name, b] for t in r)
-            per_round = statistics.median(b * len(r) / sum(r) for r in calls[c.name, b])
-            p90 = pooled[min(len(pooled) - 1, int(0.9 * len(pooled)))]
-            timing = Timing(b, 1e3 * statistics.median(pooled), 1e3 * p90, per_round)
+            median, p90 = statistics.median(pooled), pooled[min(len(pooled) - 1, int(0.9 * len(pooled)))]
+            timing = Timing(b, 1e3 * median, 1e3 * p90, b / median)
             timings.setdefault(c.name, []).append(timing)
     return timings
 
@@ -264,7 +265,7 @@ def _counting_model(card: ModelCard, notes: list[str]) -> nn.Module | None:
 
 def bench(
     target: str | Path | ModelRef,
-    formats: Sequence[str] | None = None,
+    formats: Sequence[str] | str | None = None,
     *,
     batch_sizes: Sequence[int] = (1, 256),
     rounds: int = 5,
@@ -286,6 +287,8 @@ def bench(
         raise SettingError("seconds", f"must be more than 0 and at most 60, got {seconds}")
     batch_sizes = list(dict.fromkeys(batch_sizes))
     registry = get_registry()
+    if isinstance(formats, str):  # one runtime named on its own
+        formats = [formats]
     wanted = list(dict.fromkeys(_runtime(f) for f in formats)) if formats else None
     threads = available_cpus()
     torch.set_num_threads(threads)

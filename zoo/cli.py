@@ -6,6 +6,7 @@ import fnmatch
 import json
 import math
 import os
+import shlex
 import sys
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from zoo.errors import DataWarning, PluginWarning, SettingError, ZooError
+from zoo.files import writable_dir
 from zoo.loader import get_registry
 from zoo.registry import DEFAULT_ULPS, Architecture, Dataset, Exporter, Registry, Weights, format_shape
 from zoo.version import __version__
@@ -394,7 +396,10 @@ def train(ctx: click.Context, /, architecture: str | None, dataset: str | None, 
     click.echo(f"run: {result.path}")
     click.echo(_evaluation_text(result.test, result.classes))
     click.echo(f"plots: {result.path / 'curves.png'}, confusion.png, misses.png")
-    click.echo(f"next: zoo eval {result.path} | zoo predict {result.path} IMAGE.png | zoo export {result.path}")
+    run = shlex.quote(str(result.path))
+    # A run trained on a folder is scored on it only when the folder is named again (files are data).
+    folder = f" {shlex.quote(result.config.dataset)}" if os.path.isdir(result.config.dataset) else ""
+    click.echo(f"next: zoo eval {run}{folder} | zoo predict {run} IMAGE.png | zoo export {run}")
 
 
 def _torchrun(ctx: click.Context, nproc: int) -> None:
@@ -642,6 +647,8 @@ def bench(target: str, formats: str | None, batch_sizes: str, as_json: bool, plo
     if picture and (picture.suffix.lower() != ".png" or not picture.parent.is_dir()):
         problem = "is not a .png file" if picture.parent.is_dir() else f"is in {picture.parent}, which is no folder"
         raise click.BadParameter(f"{plot} {problem}; name a PNG file in an existing folder", param_hint="--plot")
+    if picture:  # checked now, not after minutes of timing
+        writable_dir(picture.parent, "name a --plot file in a folder you can write to")
     _load_torch()
     from zoo.benchmarking import bench as run_bench
 

@@ -14,8 +14,8 @@ from torch import nn
 from zoo import plots
 from zoo.data import Normalizer, Split, batches, resolve_data_dir
 from zoo.errors import DatasetNotFound, DataWarning, ZooError
-from zoo.files import write_text
-from zoo.folders import find_dataset
+from zoo.files import writable_dir, write_text
+from zoo.folders import dataset_for_model
 from zoo.loader import get_registry
 from zoo.references import ModelRef, resolve
 from zoo.registry import Dataset, format_shape
@@ -135,12 +135,11 @@ def evaluate(
     """
     ref = resolve(model)
     run, card = load_runner(ref, trust)
-    c, h, _ = card.input_shape
     if dataset is None and (card.dataset is None or card.dataset_is_folder):
         found = f"was trained on the folder {card.dataset}" if card.dataset else "records no data set"
         raise ZooError(f"{ref} {found}; name the data set to score it on: zoo eval {ref} DATASET_OR_FOLDER")
     # A name recorded in the file means a registered data set, never a folder of that name.
-    ds = find_dataset(dataset, image_size=h, grayscale=c == 1) if dataset else get_registry().dataset(str(card.dataset))
+    ds = dataset_for_model(dataset, card.input_shape) if dataset else get_registry().dataset(str(card.dataset))
     if (ds.shape, ds.num_classes) != (card.input_shape, card.num_classes):
         raise ZooError(
             f"{ref} was trained on {format_shape(card.input_shape)} images in {card.num_classes} classes; "
@@ -166,10 +165,7 @@ def evaluate(
         target = ref.run / f"eval-{ds.name}"
     else:
         target = ref.path.with_name(f"{ref.path.stem}-eval-{ds.name}")
-    try:
-        target.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ZooError(f"cannot write to {target} ({exc.strerror}); pass --out DIR") from exc
+    writable_dir(target, "pass --out DIR")
     result = EvalResult(ref.path, ds.name, scored, ds.classes, target)
     write_text(target / "report.txt", result.report() + "\n")
     plots.confusion(scored.confusion, ds.classes, target / "confusion.png")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from collections.abc import Mapping, Sequence
@@ -15,9 +16,9 @@ import torch
 from zoo import runs
 from zoo.card import ModelCard, new_card
 from zoo.data import Normalizer, resolve_data_dir
-from zoo.errors import SettingError, ZooError
-from zoo.files import atomic_path, read_json, sha256, write_json
-from zoo.folders import find_dataset
+from zoo.errors import SettingError, ZooError, describe
+from zoo.files import commit, disk_full, read_json, sha256, temp_path, writable_dir, write_json
+from zoo.folders import dataset_for_model
 from zoo.loader import get_registry
 from zoo.references import ModelRef, resolve
 from zoo.registry import DEFAULT_ULPS, Exporter
@@ -95,6 +96,8 @@ class ExportResult:
     notices: list[str] = field(default_factory=list)
     failures: dict[str, str] = field(default_factory=dict)
     """Formats not written, and why."""
+    unproven: set[str] = field(default_factory=set)
+    """The formats among ``failures`` that were written and found not equivalent (the others could not be written)."""
 
     def table(self) -> str:
         lines = [f"{'format':<12} {'inputs':<7} {'batch':>5} {'max abs':>10} {'ulps':>9} {'top-1':>7} {'accuracy':>9}  "
@@ -170,7 +173,7 @@ def _inputs(
     The images are ``dataset``'s (a name or a folder), else those of the registered data set the model
     was trained on; a folder recorded in the file is read only when named.  Without them, ``notices`` says so.
     """
-    c, h, _ = shape = card.input_shape
+    shape = card.input_shape
     largest = max(batch_sizes)
     generator = torch.Generator().manual_seed(0)
     inputs = _Inputs([])
@@ -182,11 +185,7 @@ def _inputs(
         )
     elif dataset or card.dataset:
         try:
-            found = (
-                find_dataset(dataset, image_size=h, grayscale=c == 1)
-                if dataset
-                else get_registry().dataset(str(card.dataset))
-            )
+            found = dataset_for_model(dataset, shape) if dataset else get_registry().dataset(str(card.dataset))
             root = resolve_data_dir(data_dir)
             images, labels = found.load("test", root, download=False)
             train = found.load("train", root, download=False)[0] if approximate else None
@@ -322,6 +321,8 @@ def _proof(exporter: Exporter, ulps: float) -> dict[str, Any]:
     return {"policy": "exact"}
 
 
+ONNX_OPSETS = range(7, 21)
+"""The opsets torch's TorchScript-based ONNX exporter writes."""
 MAX_BATCH = 65_536
 MAX_INPUT_BYTES = 2 << 30
 
@@ -358,7 +359,7 @@ def _earlier_manifest(manifest: Path) -> dict[str, Any]:
 
 def export(
     target: str | Path | ModelRef,
-    formats: Sequence[str] | None = None,
+    formats: Sequence[str] | str | None = None,
     *,
     weights: str | None = None,
     out: str | Path | None = None,
@@ -383,12 +384,18 @@ def export(
     thresholds for this export; the manifest records the ones each file was proved with.
     """
     registry = get_registry()
+    if isinstance(formats, str):  # one format named on its own
+        formats = [formats]
     if formats:
         exporters = [registry.exporter(f) for f in formats]
     else:  # approximate formats need the data set's images: written when named
         exporters = [e for e in registry.exporters.values() if e.proof != "approximate"]
     exporters = _thresholds(exporters, min_agreement=min_agreement or {}, max_accuracy_drop=max_accuracy_drop or {})
     check_batch_sizes(batch_sizes)
+    if not (isinstance(opset, int) and ONNX_OPSETS[0] <= opset <= ONNX_OPSETS[-1]):
+        raise SettingError("opset", f"must be an ONNX opset from {ONNX_OPSETS[0]} to {ONNX_OPSETS[-1]}, such as 17")
+    if not (isinstance(ulps, int | float) and math.isfinite(ulps) and ulps >= 0):
+        raise SettingError("ulps", f"must be a finite number of float32 rounding steps, such as {DEFAULT_ULPS:g}")
     notices: list[str] = []
     model, card, name, default_out, origin = _source(target, weights, Path(runs_dir), untrained, notices)
     model.eval()
@@ -401,68 +408,81 @@ def export(
         raise ZooError(f"{', '.join(existing)} already exist; pass --force to overwrite, or --out DIR")
     manifest = result.out / "manifest.json"
     earlier = _earlier_manifest(manifest)  # checked before anything is written
-    try:
-        result.out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ZooError(f"cannot write to {result.out} ({exc.strerror}); pass --out DIR") from exc
+    writable_dir(result.out, "pass --out DIR")
 
     data_dir = data_dir or (origin.data_dir if origin else None)
     approximate = any(e.proof == "approximate" for e in exporters)
     inputs = _inputs(card, batch_sizes, dataset, data_dir, result.notices, approximate)
     example = inputs.calibration if inputs.calibration is not None else torch.zeros(2, *card.input_shape)
-    for exporter in exporters:
-        try:
-            with atomic_path(paths[exporter.name]) as tmp:
+    with contextlib.ExitStack() as cleanup:
+        proven: dict[str, Path] = {}  # each format's proved file, under its temporary name until all are done
+        for exporter in exporters:
+            tmp = temp_path(paths[exporter.name])
+            cleanup.callback(tmp.unlink, missing_ok=True)  # a file not proved never lands under its final name
+            try:
                 exporter.write(model, example, card.to_json(), tmp, opset)
+            except Exception as exc:
+                why = disk_full(exc, paths[exporter.name]) or describe(exc)[:300]
+                result.failures[exporter.name] = f"{exporter.name} could not be written: {why}"
+                continue
+            try:
                 checks = _verify(exporter, tmp, model, card, inputs, ulps)
-                result.checks += checks
-                failed = [c for c in checks if not c.passed]
-                if failed:  # the temporary file is removed: nothing lands under the final name
-                    raise ExportError(_failure(exporter, failed, ulps))
-        except ExportError as exc:
-            result.failures[exporter.name] = str(exc)
-            continue
-        except Exception as exc:
-            detail = " ".join(str(exc).split())[:300]
-            result.failures[exporter.name] = f"{exporter.name}: {type(exc).__name__}: {detail}"
-            continue
-        result.files[exporter.name] = paths[exporter.name]
-        if exporter.notice:
-            result.notices.append(exporter.notice)
+            except ExportError as exc:
+                result.failures[exporter.name] = str(exc)
+                continue
+            except Exception as exc:
+                result.failures[exporter.name] = f"{exporter.name} could not be run: {describe(exc)[:300]}"
+                continue
+            result.checks += checks
+            if failed := [c for c in checks if not c.passed]:
+                result.failures[exporter.name] = _failure(exporter, failed, ulps)
+                result.unproven.add(exporter.name)
+                continue
+            proven[exporter.name] = tmp
+            if exporter.notice:
+                result.notices.append(exporter.notice)
+        _land(proven, paths, earlier, manifest, result, card, exporters, ulps)
+    if result.failures:
+        unproven = [m for f, m in result.failures.items() if f in result.unproven]
+        others = [m for f, m in result.failures.items() if f not in result.unproven]
+        said = ([f"not equivalent, so not written: {'; '.join(unproven)}"] if unproven else []) + others
+        raise ExportError(f"{'; '.join(said)} (see {manifest})", result)
+    return result
 
+
+def _land(
+    proven: dict[str, Path],
+    paths: dict[str, Path],
+    earlier: dict[str, Any],
+    manifest: Path,
+    result: ExportResult,
+    card: ModelCard,
+    exporters: list[Exporter],
+    ulps: float,
+) -> None:
+    """Move the proved files into place with the manifest that lists them, so that a kill at any point leaves each
+    file with its own entry or with none: the entries of files about to be replaced go first, the files move,
+    then the new manifest lands."""
     import onnx
     import onnxruntime
 
     # Formats exported earlier into the same folder, and not redone now, stay in the manifest.
     # A format that was redone now and failed keeps its earlier file, and so its entry.
     earlier_files = earlier.get("files", {})
-    kept = {f: e for f, e in earlier_files.items() if f not in result.files and (result.out / e["path"]).is_file()}
+    kept = {f: e for f, e in earlier_files.items() if f not in proven and (result.out / e["path"]).is_file()}
     kept_checks = [c for c in earlier.get("verification", []) if isinstance(c, dict) and c.get("format") in kept]
-    write_json(
-        manifest,
-        {
-            **{k: v for k, v in card.to_json().items() if k not in ("config", "metrics")},
-            "versions": {
-                "zoo": __version__,
-                "torch": torch.__version__,
-                "onnx": onnx.__version__,
-                "onnxruntime": onnxruntime.__version__,
-            },
-            "files": {
-                **kept,
-                **{
-                    e.name: {"path": p.name, "sha256": sha256(p), "bytes": p.stat().st_size, "proof": _proof(e, ulps)}
-                    for e in exporters
-                    if (p := result.files.get(e.name))
-                },
-            },
-            "verification": [*kept_checks, *(asdict(c) for c in result.checks)],
-        },
-    )
-    if result.failures:
-        raise ExportError(
-            f"not equivalent, so not written: {'; '.join(result.failures.values())} "
-            f"(see {result.out / 'manifest.json'})",
-            result,
-        )
-    return result
+    head = {k: v for k, v in card.to_json().items() if k not in ("config", "metrics")}
+    versions = {"zoo": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
+                "onnxruntime": onnxruntime.__version__}  # fmt: skip
+    if any(f in earlier_files for f in proven):
+        write_json(manifest, {**earlier, "files": kept, "verification": kept_checks})
+    for fmt, tmp in proven.items():
+        commit(tmp, paths[fmt])
+        result.files[fmt] = paths[fmt]
+    entries = {
+        e.name: {"path": p.name, "sha256": sha256(p), "bytes": p.stat().st_size, "proof": _proof(e, ulps)}
+        for e in exporters
+        if (p := result.files.get(e.name))
+    }
+    write_json(manifest, {**head, "versions": versions, "files": {**kept, **entries},
+                          "verification": [*kept_checks, *(asdict(c) for c in result.checks)]})  # fmt: skip

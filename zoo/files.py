@@ -22,8 +22,12 @@ __all__ = [
     "MAX_JSON_BYTES",
     "atomic_path",
     "clear_stale",
+    "commit",
+    "disk_full",
     "read_json",
     "sha256",
+    "temp_path",
+    "writable_dir",
     "write_json",
     "write_text",
 ]
@@ -73,36 +77,66 @@ def _fsync(path: Path, directory: bool = False) -> None:
         os.close(fd)
 
 
+def temp_path(path: Path) -> Path:
+    """Where ``path`` is written before :func:`commit` renames it into place (temporary files of dead processes
+    in that folder are cleared first); the suffix stays, which some writers insist on."""
+    clear_stale(path.parent)
+    return path.with_name(f".zoo-tmp-{os.getpid()}-{path.name}")
+
+
+def commit(tmp: Path, path: Path) -> None:
+    """Flush the finished ``tmp`` to disk and rename it to ``path``, then flush the directory: after a power cut
+    ``path`` holds the old or the new file, whole.  The file gets the usual permissions (0644 under the common
+    umask): some writers, safetensors among them, create files readable by their owner alone."""
+    _fsync(tmp)
+    os.chmod(tmp, 0o666 & ~_umask())
+    if os.environ.get(KILL_AT_WRITE_ENV) == str(next(_writes)):
+        os.kill(os.getpid(), signal.SIGKILL)
+    os.replace(tmp, path)
+    _fsync(path.parent, directory=True)
+
+
+def disk_full(exc: BaseException, path: Path) -> ZooError | None:
+    """The ZooError naming the directory when ``exc`` says the disk (or quota) is full while writing ``path``."""
+    full = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    if full or "No space left on device" in str(exc):  # safetensors reports it as a SafetensorError
+        return ZooError(
+            f"no space left to write {path.name} in {path.parent}; {path.name} there is unchanged. "
+            f"Free some space, or write elsewhere (--out, --runs-dir)"
+        )
+    return None
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it is flushed to disk and renamed to ``path``.
+    """Yield a temporary path beside ``path``; on success it is committed (flushed and renamed) to ``path``.
 
-    On failure the temporary file is removed and ``path`` keeps its previous contents.  The file and
-    its directory are fsynced, so after a power cut ``path`` holds the old or the new file, whole.
-    Temporary files a killed process left here are cleared first.  The file gets the usual
-    permissions (0644 under the common umask): some writers, safetensors among them, create files
-    readable by their owner alone.  A full disk is a ZooError naming the directory.
+    On failure the temporary file is removed and ``path`` keeps its previous contents.  A full disk is a
+    ZooError naming the directory.
     """
-    clear_stale(path.parent)
-    tmp = path.with_name(f".zoo-tmp-{os.getpid()}-{path.name}")  # keeps the suffix, which some writers insist on
+    tmp = temp_path(path)
     try:
         yield tmp
-        _fsync(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
-        if os.environ.get(KILL_AT_WRITE_ENV) == str(next(_writes)):
-            os.kill(os.getpid(), signal.SIGKILL)
-        os.replace(tmp, path)
-        _fsync(path.parent, directory=True)
+        commit(tmp, path)
     except Exception as exc:
-        full = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
-        if full or "No space left on device" in str(exc):  # safetensors reports it as a SafetensorError
-            raise ZooError(
-                f"no space left to write {path.name} in {path.parent}; {path.name} there is unchanged. "
-                f"Free some space, or write elsewhere (--out, --runs-dir)"
-            ) from exc
+        if full := disk_full(exc, path):
+            raise full from exc
         raise
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def writable_dir(folder: Path, fix: str) -> Path:
+    """``folder``, created if need be, once a file could be made in it: checked before the work whose results go
+    there, so that a read-only or unusable folder costs nothing."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = temp_path(folder / "write-test")
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise ZooError(f"cannot write to {folder} ({exc.strerror}); {fix}") from exc
+    return folder
 
 
 MAX_JSON_BYTES = 1 << 20

@@ -14,7 +14,7 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from zoo.errors import DataWarning, SettingError, ZooError
 from zoo.files import CACHE_DIR_ENV, atomic_path, cache_root
@@ -53,6 +53,15 @@ def _visible(folder: Path) -> list[os.DirEntry[str]]:
         return []  # a folder that cannot be listed holds no images zoo can read
 
 
+def _is(entry: os.DirEntry[str], kind: Literal["dir", "file"]) -> bool:
+    """Whether ``entry`` is, or links to, a folder or a file; a link in a loop leads nowhere, as a broken one does
+    (``DirEntry`` raises for the one and not for the other)."""
+    try:
+        return entry.is_dir() if kind == "dir" else entry.is_file()
+    except OSError:
+        return False
+
+
 def _inside(path: Path, root: Path) -> bool:
     """Whether ``path``, its links followed, lies in ``root`` (a resolved path)."""
     return path.resolve().is_relative_to(root)
@@ -70,8 +79,8 @@ def _images(folder: Path, root: Path, outside: list[Path]) -> list[Path]:
             continue  # a link back up the tree would otherwise be followed forever
         seen.add(real)
         for entry in _visible(current):
-            is_dir = entry.is_dir()
-            if not is_dir and not (os.path.splitext(entry.name)[1].lower() in SUFFIXES and entry.is_file()):
+            is_dir = _is(entry, "dir")
+            if not is_dir and not (os.path.splitext(entry.name)[1].lower() in SUFFIXES and _is(entry, "file")):
                 continue
             path = Path(entry.path)
             # Only a link can lead out of a folder already known to be inside root: resolve just those.
@@ -89,7 +98,7 @@ def _scan(folder: Path, root: Path, split: str) -> dict[str, list[Path]]:
     classes: dict[str, list[Path]] = {}
     outside: list[Path] = []
     for entry in _visible(folder):
-        if not entry.is_dir():
+        if not _is(entry, "dir"):
             continue
         path = Path(entry.path)
         if _inside(path, root):
@@ -124,10 +133,13 @@ def _layout(root: Path) -> _Layout:
         # A stable hash of each file's name picks the test images: adding files does not reshuffle the others.
         test = {p for p, _ in pairs if int(hashlib.sha1(p.name.encode()).hexdigest(), 16) % 100 < TEST_FRACTION * 100}
         files = {"train": [x for x in pairs if x[0] not in test], "test": [x for x in pairs if x[0] in test]}
-    if len(classes) < 2 or not files["train"]:
+    trained = {label for _, label in files["train"]}
+    if len(trained) < 2:
+        empty = [c for i, c in enumerate(classes) if i not in trained]
+        without = f" ({', '.join(empty[:5])}{' …' if len(empty) > 5 else ''} without any)" if empty else ""
         raise ZooError(
-            f"{root} has {len(classes)} class folder(s) with images; put images in {root}/<class>/*.png "
-            f"(at least two classes), or in {root}/train/<class>/ and {root}/test/<class>/"
+            f"{root} has {len(trained)} class folder(s) with training images{without}; put images in "
+            f"{root}/<class>/*.png (at least two classes), or in {root}/train/<class>/ and {root}/test/<class>/"
         )
     return _Layout(classes, files)
 
@@ -269,6 +281,20 @@ def find_dataset(name: str, image_size: int | None = None, grayscale: bool | Non
     """A folder of images by its path, or a registered data set by name: what every command accepts."""
     if Path(name).expanduser().is_dir():
         return folder_dataset(name, image_size, grayscale)
+    dataset = get_registry().dataset(name)
+    given = [s for s, v in (("image_size", image_size), ("grayscale", grayscale)) if v is not None]
+    if given:  # a registered data set comes as it is: silently training on other images than asked would mislead
+        raise SettingError(given[0], f"applies to folders of images; {dataset.name}'s images are "
+                                     f"{format_shape(dataset.shape)} as registered, and architectures adapt to "
+                                     f"them: leave it out")  # fmt: skip
+    return dataset
+
+
+def dataset_for_model(name: str, shape: tuple[int, ...]) -> Dataset:
+    """The data set ``name`` to run a model taking ``shape`` (C, H, W) on: a folder read at that size and colour,
+    or a registered data set as it is."""
+    if Path(name).expanduser().is_dir():
+        return folder_dataset(name, shape[1], shape[0] == 1)
     return get_registry().dataset(name)
 
 

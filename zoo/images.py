@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     import numpy as np
     from PIL import Image
 
-__all__ = ["GREY_MODES", "MAX_PIXELS", "decode", "image_mode", "light_background", "read_image"]
+__all__ = ["GREY_MODES", "MAX_PIXELS", "decode", "image_mode", "read_image"]
 
 MAX_PIXELS = 40_000_000
 """The largest image zoo decodes, in pixels: more than most cameras take, yet a few hundred megabytes of memory at most.
@@ -30,12 +30,6 @@ GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;
 
 _WIDE_TOP = {"F": 1.0, "I": 65535.0, "I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0, "I;16N": 65535.0}
 """The nominal white of each PIL mode wider than 8 bits: "I" images come from 16-bit PNG and TIFF files."""
-
-
-def light_background(pixels: np.ndarray) -> bool:
-    """Whether an image's border (its outermost two pixels all round) is mostly light: dark ink on white paper."""
-    border = [pixels[..., :2, :], pixels[..., -2:, :], pixels[..., :, :2], pixels[..., :, -2:]]
-    return float(sum(b.sum() for b in border)) / sum(b.size for b in border) > 127.5
 
 
 def read_image(path: Path, shape: tuple[int, int, int]) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import warnings
 from collections.abc import Iterable
 from importlib.metadata import EntryPoint, entry_points
@@ -28,7 +29,7 @@ __all__ = [
 ENTRY_POINT_GROUP = "zoo"
 BUILTIN_DISTRIBUTION = "zoo-classifiers"
 DISABLE_AUTOLOAD_ENV = "ZOO_DISABLE_PLUGIN_AUTOLOAD"
-"""Set to any non-empty value to load only zoo's built-in plugins."""
+"""Set to 1 (or true, yes, on) to load only zoo's built-in plugins; 0, false, no, off or empty leave them on."""
 ONLY_PLUGINS_ENV = "ZOO_PLUGINS"
 """A comma-separated list of the third-party distributions (or entry-point names) to load; others stay off."""
 
@@ -48,24 +49,43 @@ def _plugin_for(ep: EntryPoint) -> Plugin:
     )
 
 
+def _canonical(name: str) -> str:
+    """A distribution or entry-point name as packaging compares them: `zoo_dl`, `Zoo.DL` and `zoo-dl` are one."""
+    return re.sub(r"[-_.]+", "-", name.strip()).lower()
+
+
+def _autoload_disabled() -> bool:
+    value = os.environ.get(DISABLE_AUTOLOAD_ENV, "").strip().lower()
+    return value not in ("", "0", "false", "no", "off")
+
+
 def _allowed() -> list[str] | None:
-    """The third-party plugins ``$ZOO_PLUGINS`` lists, in lower case; None when it is not set."""
+    """The third-party plugins ``$ZOO_PLUGINS`` lists, canonically spelt; None when it is not set."""
     only = os.environ.get(ONLY_PLUGINS_ENV)
-    return None if only is None else [n.strip().lower() for n in only.split(",") if n.strip()]
+    return None if only is None else [_canonical(n) for n in only.split(",") if n.strip()]
 
 
 def _enabled(plugin: Plugin, allowed: list[str] | None) -> bool:
     if plugin.builtin:
         return True
-    if os.environ.get(DISABLE_AUTOLOAD_ENV):
+    if _autoload_disabled():
         return False
-    return allowed is None or plugin.distribution.lower() in allowed or plugin.name.lower() in allowed
+    return allowed is None or _canonical(plugin.distribution) in allowed or _canonical(plugin.name) in allowed
 
 
 def _warn_unmatched(plugins: list[Plugin], allowed: list[str]) -> None:
-    """A name in ``$ZOO_PLUGINS`` that is no installed plugin (a typo, say) would silently leave plugins off."""
+    """A name in ``$ZOO_PLUGINS`` that is no installed plugin (a typo, say), or an empty list, would silently leave
+    plugins off."""
+    if not allowed:
+        warnings.warn(
+            f"${ONLY_PLUGINS_ENV} is set but lists no plugin, so no third-party plugin loads; unset it to load them "
+            f"all, or set {DISABLE_AUTOLOAD_ENV}=1 to say that you want none",
+            PluginWarning,
+            stacklevel=3,
+        )
+        return
     third = [p for p in plugins if not p.builtin]
-    unknown = [n for n in allowed if not any(n in (p.distribution.lower(), p.name.lower()) for p in third)]
+    unknown = [n for n in allowed if not any(n in (_canonical(p.distribution), _canonical(p.name)) for p in third)]
     if unknown:
         installed = ", ".join(sorted({p.distribution for p in third})) or "none"
         warnings.warn(
@@ -107,7 +127,7 @@ def load_registry(eps: Iterable[EntryPoint] | None = None) -> Registry:
         ((_plugin_for(ep), ep) for ep in eps), key=lambda p: (not p[0].builtin, p[0].distribution.lower(), p[0].name)
     )
     allowed = _allowed()
-    if allowed is not None and not os.environ.get(DISABLE_AUTOLOAD_ENV):
+    if allowed is not None and not _autoload_disabled():
         _warn_unmatched([p for p, _ in plugins], allowed)
     for plugin, ep in plugins:
         registry.plugins.append(plugin)

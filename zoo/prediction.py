@@ -10,7 +10,8 @@ import numpy as np
 
 from zoo.card import ModelCard
 from zoo.errors import SettingError, ZooError
-from zoo.images import light_background, read_image
+from zoo.images import read_image
+from zoo.polarity import check_invert, should_invert
 from zoo.references import ModelRef, resolve
 from zoo.runtimes import Run, load_runner
 
@@ -30,7 +31,7 @@ class Prediction:
 def classify(
     run: Run,
     card: ModelCard,
-    images: Sequence[str | Path],
+    images: Sequence[str | Path] | str | Path,
     top_k: int,
     invert: bool | None,
 ) -> list[Prediction]:
@@ -39,8 +40,11 @@ def classify(
     ``invert=None`` inverts a grey image whose background is the opposite of the training data's
     (a dark digit on white paper for an MNIST model), judged by its border against the data's mean.
     """
-    if top_k < 1:
-        raise SettingError("top_k", f"must be at least 1, got {top_k}")
+    if isinstance(images, str | Path):  # one image named on its own, not a sequence of one-letter names
+        images = [images]
+    if not isinstance(top_k, int) or top_k < 1:
+        raise SettingError("top_k", f"must be an integer of at least 1, got {top_k!r}")
+    invert = check_invert(invert)
     c, h, w = card.input_shape
     mean = np.asarray(card.mean, dtype=np.float32).reshape(1, -1, 1, 1)
     std = np.asarray(card.std, dtype=np.float32).reshape(1, -1, 1, 1)
@@ -51,7 +55,7 @@ def classify(
         except ZooError as exc:
             results.append(Prediction(image, error=str(exc)))
             continue
-        flip = invert if invert is not None else c == 1 and light_background(pixels) != (float(mean.mean()) > 0.5)
+        flip = should_invert(pixels, card.mean, invert)
         if flip:
             pixels = 255 - pixels
         x = ((pixels[None].astype(np.float32) / 255 - mean) / std).astype(np.float32)
@@ -65,13 +69,14 @@ def classify(
 
 def predict(
     model: str | Path | ModelRef,
-    images: Sequence[str | Path],
+    images: Sequence[str | Path] | str | Path,
     top_k: int = 3,
     invert: bool | None = None,
     *,
     trust: bool = False,
 ) -> list[Prediction]:
-    """The ``top_k`` classes for each image file; an unreadable file gets an error and the others still run.
+    """The ``top_k`` classes for each image file (or one file); an unreadable file gets an error and the others
+    still run.
 
     ``invert``: True or False forces grey levels inverted or not; None (the default) decides per image.
 

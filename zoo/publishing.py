@@ -10,7 +10,7 @@ from typing import Any
 from zoo import runs
 from zoo.errors import ZooError
 from zoo.evaluation import evaluate
-from zoo.files import atomic_path, read_json, sha256, write_json
+from zoo.files import atomic_path, read_json, sha256, writable_dir, write_json
 from zoo.machine import describe_machine
 from zoo.references import ModelRef, resolve
 from zoo.registry import Weights, check_name
@@ -56,10 +56,7 @@ def publish(
     existing = [str(p) for p in (target, record_path) if p.exists()]
     if existing and not force:
         raise ZooError(f"{' and '.join(existing)} already exist; pass --force to replace them, or another --tag")
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ZooError(f"cannot write to {target.parent} ({exc.strerror}); pass --out DIR") from exc
+    writable_dir(target.parent, "pass --out DIR")
     best = ref.path
     scored = evaluate(ref, data_dir=data_dir, out=source / f"eval-{tag}")
     layers = summarize(model, card.input_shape)

@@ -6,13 +6,14 @@ import dataclasses
 import importlib
 import re
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeAlias
 
 from zoo.errors import PluginWarning, UnknownName, ZooError, describe
 from zoo.names import normalize, resolve
+from zoo.polarity import check_invert, should_invert
 
 if TYPE_CHECKING:
     import click
@@ -408,18 +409,39 @@ class Weights:
         weights.validate()
         return weights
 
-    def transforms(self) -> Callable[[Any], Tensor]:
+    def transforms(self, invert: bool | None = None) -> Callable[[Any], Tensor]:
         """What images go through before the model: a torchvision transform from a PIL image or uint8 tensor
-        to the normalised float tensor, as ``torchvision`` weights' ``transforms()``."""
+        to the normalised float tensor, as ``torchvision`` weights' ``transforms()``.
+
+        Grey images are turned the training data's way round as ``zoo predict`` turns them: ``invert=None``
+        inverts one whose background is the opposite of the training images' (dark ink on white paper for an
+        MNIST model); True or False forces it."""
         import torch
         from torchvision.transforms import v2
 
         c, h, w = self.input_shape
         colour = v2.Grayscale(1) if c == 1 else v2.RGB()
         scale = v2.ToDtype(torch.float32, scale=True)
-        steps: list[Any] = [v2.ToImage(), colour, v2.Resize((h, w), antialias=True), scale,
+        steps: list[Any] = [v2.ToImage(), colour, v2.Resize((h, w), antialias=True),
+                            _Polarity(self.mean, check_invert(invert)), scale,
                             v2.Normalize(list(self.mean), list(self.std))]  # fmt: skip
         return v2.Compose(steps)  # type: ignore[no-any-return]
+
+
+class _Polarity:
+    """A transform step: a uint8 image inverted when :func:`zoo.polarity.should_invert` says so (a class, not a
+    closure, so that a DataLoader's worker processes can take it)."""
+
+    def __init__(self, mean: Sequence[float], invert: bool | None) -> None:
+        self.mean, self.invert = tuple(mean), invert
+
+    def __call__(self, image: Tensor) -> Tensor:
+        import torch
+        from torchvision import tv_tensors
+
+        if should_invert(image.numpy(), self.mean, self.invert):
+            return tv_tensors.wrap(255 - image.as_subclass(torch.Tensor), like=image)  # type: ignore[no-any-return]
+        return image
 
 
 @dataclass
@@ -473,6 +495,9 @@ class Registry:
         """``zoo`` subcommands from plugins."""
         self.plugins: list[Plugin] = []
         self._providers: dict[tuple[str, str], Plugin] = {}
+        self._owners: dict[str, dict[str, str]] = {}
+        """Per kind, each normalised name and alias taken, and the name that holds it: one lookup per registration,
+        so that registering n items costs n, not n²."""
 
     def _table(self, item: Registrable) -> tuple[str, dict[str, Any]]:
         if isinstance(item, Architecture):
@@ -495,7 +520,7 @@ class Registry:
         except ValueError as exc:
             self._conflict(plugin, f"{kind} {name!r} from {plugin.label} is turned down: {exc}", "fix it")
             return
-        owners = {normalize(s): owner for owner, it in table.items() for s in (owner, *_aliases(it))}
+        owners = self._owners.setdefault(kind, {})
         if normalize(name) in owners:
             other = self._providers[(kind, owners[normalize(name)])]
             self._conflict(plugin, f"{kind} {name!r} from {plugin.label} is ignored: {other.label} already provides it")
@@ -512,6 +537,7 @@ class Registry:
         if isinstance(item, _Registered):
             object.__setattr__(item, "provided_by", plugin.label)  # frozen, but not yet shared
         table[name] = item
+        owners.update((normalize(s), name) for s in (name, *_aliases(item)))
         self._providers[(kind, name)] = plugin
         plugin.provides.append(f"{kind} {name}")
 
@@ -523,7 +549,10 @@ class Registry:
         """Take back what a plugin registered, with a warning saying why and how to fix it."""
         kind, table = self._table(item)
         name = str(item.name)
-        del table[name]
+        owners = self._owners[kind]
+        for spelling in map(normalize, (name, *_aliases(table.pop(name)))):
+            if owners.get(spelling) == name:
+                del owners[spelling]
         plugin = self._providers.pop((kind, name))
         plugin.provides.remove(f"{kind} {name}")
         self._conflict(plugin, f"{kind} {name} from {plugin.label} {reason}", fix)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo.errors import ZooError
-from zoo.files import clear_stale, read_json
+from zoo.files import clear_stale, read_json, writable_dir
 
 __all__ = [
     "BEST",
@@ -80,13 +80,7 @@ def create(runs_dir: Path | None, out: Path | None, name: str, hold: contextlib.
         clear_stale(out)  # what a killed run left before its first file landed is no run to protect
     if out.exists() and any(out.iterdir()):
         raise ZooError(f"{out} already holds files; give a new --out, or --resume {out} to continue that run")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".zoo-write-test"
-        probe.touch()
-        probe.unlink()
-    except OSError as exc:
-        raise ZooError(f"cannot write run directory {out} ({exc.strerror}); pass --runs-dir or --out DIR") from exc
+    writable_dir(out, "pass --runs-dir or --out DIR")
     lock(out, hold)
     if any(out.iterdir()):  # another process claimed it and wrote in between
         raise ZooError(f"{out} already holds files; give a new --out, or --resume {out} to continue that run")

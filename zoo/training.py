@@ -78,6 +78,11 @@ class TrainConfig(Recipe):
     """Start from these weights (``ARCH:TAG``, a run or a weights file) instead of random ones: fine-tuning."""
 
     def __post_init__(self) -> None:
+        for name in ("architecture", "dataset", "recipe", "device", "optimizer", "schedule", "augment", "notes"):
+            if not isinstance(getattr(self, name), str):
+                raise SettingError(name, f"must be a string, got {getattr(self, name)!r}")
+        if self.init is not None and not isinstance(self.init, str):
+            raise SettingError("init", f"must be a string, got {self.init!r}")
         for name in ("lr", "weight_decay", "warmup", "val_split"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
@@ -87,7 +92,7 @@ class TrainConfig(Recipe):
         for name in ("batch_size", "epochs", "seed"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
-                raise SettingError(name, f"must be an integer from 0 to 2**63 - 1, got {value}")
+                raise SettingError(name, f"must be an integer from 0 to 2**63 - 1, got {value!r}")
         for name in ("lr", "batch_size", "epochs"):
             if not getattr(self, name) > 0:
                 raise SettingError(name, f"must be positive, got {getattr(self, name)}")
@@ -117,13 +122,29 @@ def resolve_config(arch: Architecture, dataset: Dataset, recipe: str = "default"
         raise SettingError("recipe", f"tutorial: {arch.name} has none; use the default recipe")
     # Processes on one machine share its CPUs (torchrun may start several on one machine).
     threads = max(1, available_cpus() // distributed.current().local_world)
-    settings = {
-        **dataclasses.asdict(chosen),
-        "threads": threads,
-        **{k: v for k, v in overrides.items() if v is not None},
-    }
+    given = {k: v for k, v in overrides.items() if v is not None}
+    settings = {**dataclasses.asdict(chosen), "threads": threads, **given}
+    if not given.keys() & {"batch_size", "epochs", "max_steps"}:  # the recipe's length, fitted to this data
+        images = min(settings["limit"] or dataset.train_size, dataset.train_size) * (1 - settings["val_split"])
+        settings["batch_size"], settings["epochs"] = fit_to_data(int(images), chosen.batch_size, chosen.epochs)
     settings.update(architecture=arch.name, dataset=dataset.ref, recipe=recipe)
     return TrainConfig(**settings)
+
+
+MIN_STEPS = 300
+"""Fewer optimiser steps than this rarely train a network from scratch (126 images at batch 128 for 5 epochs are
+5 steps: one class for everything)."""
+MIN_BATCH = 16
+
+
+def fit_to_data(images: int, batch_size: int, epochs: int) -> tuple[int, int]:
+    """A recipe's batch size and epochs for ``images`` training images: the batch halved (down to 16) until an epoch
+    has 10 steps, then the epochs raised (up to 100) until the run has MIN_STEPS.  Data sets the recipe was written
+    for (tens of thousands of images) keep it as it is."""
+    while batch_size > MIN_BATCH and images // batch_size < 10:
+        batch_size //= 2
+    per_epoch = max(1, images // batch_size)
+    return batch_size, max(epochs, min(100, math.ceil(MIN_STEPS / per_epoch)))
 
 
 def lr_at(config: TrainConfig, step: int, total: int) -> float:
@@ -293,8 +314,7 @@ def train_one_epoch(
         total_loss, total_correct = group.sum([float(loss_sum), float(correct)])
         if not math.isfinite(total_loss):
             raise TrainingDiverged(
-                f"training diverged at epoch {state.epoch + 1}, step {state.step}: the loss is {total_loss}. "
-                f"The last good checkpoint is kept; lower --lr (it was {config.lr:g}) and train again"
+                f"training diverged at epoch {state.epoch + 1}, step {state.step}: the loss is {total_loss}"
             )
         state.loss_sum += total_loss
         state.correct += int(total_correct)
@@ -374,12 +394,17 @@ class RunResult:
         }
 
 
+PROGRESS_EVERY_S = 30.0
+"""Without a bar (a pipe, a log file, a terminal of unknown size), a line at least this often within an epoch."""
+
+
 class _Reporter:
-    """Progress on stderr: a bar per epoch on a terminal, else one line per epoch."""
+    """Progress on stderr: a bar per epoch on a terminal, else a line per epoch and one every PROGRESS_EVERY_S."""
 
     def __init__(self, mode: Progress, epochs: int, steps: int, batch_size: int) -> None:
         self.mode, self.epochs, self.steps, self.batch_size = mode, epochs, steps, batch_size
         self.bar: Any = None
+        self.said = time.monotonic()
 
     def start(self, state: EpochState) -> None:
         if self.mode == "bar":
@@ -396,6 +421,16 @@ class _Reporter:
             )
 
     def step(self, state: EpochState, seconds: float) -> None:
+        # Every 20 steps the running sums are brought up to date: a line then reports the steps done so far.
+        if self.mode == "lines" and state.step % 20 == 0 and time.monotonic() - self.said >= PROGRESS_EVERY_S:
+            self.said = time.monotonic()
+            print(
+                f"epoch {state.epoch + 1}/{self.epochs}  step {state.step}/{self.steps}  train loss "
+                f"{state.loss_sum / max(1, state.seen):.4f} acc {state.correct / max(1, state.seen):.2%}  "
+                f"{state.seen / max(seconds + state.seconds, 1e-9):,.0f} img/s",
+                file=sys.stderr,
+                flush=True,
+            )
         if self.bar is not None:
             self.bar.update(1)
             if state.step % 20 == 0 and state.seen:
@@ -407,6 +442,7 @@ class _Reporter:
                 )
 
     def end(self, record: dict[str, Any]) -> None:
+        self.said = time.monotonic()
         if self.bar is not None:
             self.bar.close()
         if self.mode != "none":
@@ -451,7 +487,7 @@ def train(
         saved = runs.open_run(path)
         try:  # a run from before --threads existed ran on all the CPUs it had
             config = TrainConfig(**{"threads": available_cpus(), **saved["train"]})
-        except TypeError as exc:
+        except (TypeError, SettingError) as exc:  # its settings name no option the user gave: the file is damaged
             raise ZooError(f"{path / runs.CONFIG} is damaged ({exc}); start the run again with `zoo train`") from exc
         arch = registry.architecture(config.architecture)
         ds = find_dataset(config.dataset, config.image_size, config.grayscale)
@@ -490,6 +526,10 @@ def train(
         optimizer = _make_optimizer(config, model, device)
         steps_per_epoch = max(1, len(data.train) // config.batch_size)
         total_steps = min(config.epochs * steps_per_epoch, config.max_steps or sys.maxsize)
+        if resume is None and group.main:
+            fitted = not {k for k, v in overrides.items() if v is not None} & {"batch_size", "epochs", "max_steps"}
+            for note in _length_notes(config, arch, ds, len(data.train), total_steps, fitted):
+                print(f"zoo: {note}", file=sys.stderr, flush=True)
         normalize = Normalizer(ds.mean, ds.std, device, channels_last=True)
         history: list[dict[str, Any]] = []
         state = EpochState(epoch=0)
@@ -543,19 +583,14 @@ def train(
         with _interrupts(f"continue from the last checkpoint with: zoo train --resume {path}") as stop:
             while state.epoch < config.epochs and state.epoch * steps_per_epoch + state.step < total_steps:
                 reporter.start(state)
-                stopped = train_one_epoch(
-                    trained,
-                    data.train,
-                    normalize,
-                    optimizer,
-                    config,
-                    state,
-                    steps_per_epoch,
-                    total_steps,
-                    stop,
-                    reporter.step,
-                    group,
-                )
+                try:
+                    stopped = train_one_epoch(trained, data.train, normalize, optimizer, config, state,
+                                              steps_per_epoch, total_steps, stop, reporter.step, group)  # fmt: skip
+                except TrainingDiverged as exc:
+                    kept = (f"{path / runs.LAST}, from epoch {len(history)}, is the last good checkpoint"
+                            if history else "no checkpoint was written (it diverged in the first epoch)")  # fmt: skip
+                    lower = f"Lower --lr (it was {config.lr:g}) and train again"
+                    raise TrainingDiverged(f"{exc}; {kept}. {lower}") from None
                 if stopped:
                     save_last()
                     raise TrainingInterrupted(
@@ -601,6 +636,25 @@ def train(
         plots.misses(data.test.images, test.labels, test.predictions, ds.classes, path / "misses.png")
         write_json(path / runs.SUMMARY, result.summary())  # last: a run with a summary has all its files
         return result
+
+
+def _length_notes(
+    config: TrainConfig, arch: Architecture, ds: Dataset, images: int, steps: int, fitted: bool
+) -> list[str]:
+    """What to say before training about the run's length: a recipe ``fitted`` to a small data set, a run too
+    short to learn, and fine-tuning, the better start for a small data set."""
+    recipe = arch.tutorial_recipe if config.recipe == "tutorial" else arch.default_recipe
+    notes = []
+    if fitted and recipe and (config.batch_size, config.epochs) != (recipe.batch_size, recipe.epochs):
+        notes.append(f"{images:,} training images: batch {config.batch_size} for {config.epochs} epochs ({steps:,} "
+                     f"steps), the recipe's {recipe.batch_size} for {recipe.epochs} fitted to them")  # fmt: skip
+    if steps < MIN_STEPS and not config.max_steps:
+        notes.append(f"{steps:,} optimiser steps ({images:,} images at batch {config.batch_size} for "
+                     f"{config.epochs} epochs) rarely train a network; train longer with --epochs")  # fmt: skip
+    start = [w for w in get_registry().weights_of(arch.name) if w.input_shape == ds.shape]
+    if images < 5_000 and start and not config.init:
+        notes.append(f"a small data set trains best from published weights: add --init {start[0].name}")
+    return notes
 
 
 def _resume(
