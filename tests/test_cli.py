@@ -110,7 +110,8 @@ def test_info_dataset_reads_the_data_directory(idx_root: Callable[[str, int], Pa
     root = idx_root("MNIST", 12)
     result = zoo("info", "mnist", "--data-dir", str(root))
     assert result.exit_code == 0, result.output
-    assert "files: ready (12 train / 12 test images)" in result.output
+    assert "files: ready (12 train / 12 test images)" in result.stdout
+    assert "zoo: reading mnist's files to check them" in result.stderr, "seconds of reading are announced first"
     missing = zoo("info", "fashion", "--data-dir", str(root)).output
     assert "files: not ready. FashionMNIST is not downloaded" in missing
 

@@ -108,6 +108,11 @@ def test_one_format_and_the_newest_run_of_an_architecture(trained: dict[str, Pat
     result = zoo("export", "cnn32", "--onnx", "--runs-dir", str(trained["mnist_cnn32"].parent), "--out", str(tmp_path))
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json", "mnist_cnn32.onnx"]
+    accuracy = json.loads((trained["mnist_cnn32"] / "summary.json").read_text())["test_accuracy"]
+    assert (
+        f"is the newest run of mnist_cnn32 in {trained['mnist_cnn32'].parent}/: {trained['mnist_cnn32']} "
+        f"({accuracy:.2%} test accuracy on sevenseg, 1 epoch(s))" in result.stderr
+    ), "which run, and what it is worth"
     default = zoo("export", "cnn32", "--onnx", "--force", "--runs-dir", str(trained["mnist_cnn32"].parent))
     assert default.exit_code == 0 and (trained["mnist_cnn32"] / "export" / "mnist_cnn32.onnx").is_file()
     pt2 = zoo("export", "cnn32", "--pt2", "--runs-dir", str(trained["mnist_cnn32"].parent), "--out", str(tmp_path))
@@ -194,7 +199,7 @@ def test_a_format_that_is_not_equivalent_fails_and_writes_nothing(
     ("args", "message"),
     [
         (["resnet9"], "unknown architecture 'resnet9'"),
-        (["cnn32:kmnist"], "mnist_cnn32 has no weights tagged 'kmnist'; it has mnist_cnn32:mnist"),
+        (["cnn32:kmnist"], "mnist_cnn32 has no weights tagged 'kmnist'; did you mean mnist_cnn32:mnist?"),
         (["cnn32", "--untrained", "--format", "tflite"], "unknown export format 'tflite'"),
         (["cnn32", "--untrained", "--batch-sizes", "1,x"], "is not a comma-separated list of integers"),
         (["cnn32", "--untrained", "--onnx", "--opset", "99"], "--opset must be an ONNX opset from 7 to 20"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -93,3 +94,12 @@ def test_what_each_name_resolves_to(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         resolve("cnn6:mnst")
     with pytest.raises(zoo.ZooError, match=r"missing.onnx does not exist"):
         resolve("missing.onnx")
+
+
+def test_a_run_is_described_by_what_it_came_to(tmp_path: Path) -> None:
+    from zoo import runs
+
+    (tmp_path / "config.json").write_text(json.dumps({"train": {"dataset": "mnist", "max_steps": 60}}))
+    assert runs.describe(tmp_path) == "not finished: no test accuracy yet"
+    (tmp_path / "summary.json").write_text(json.dumps({"test_accuracy": 0.4312, "epochs": 1}))
+    assert runs.describe(tmp_path) == "43.12% test accuracy on mnist, 1 epoch(s), stopped at --max-steps 60"

@@ -112,9 +112,10 @@ def test_arch_tag_names() -> None:
 
 
 def test_unknown_tag_on_the_command_line_lists_the_tags() -> None:
-    result = zoo_cli("eval", "lenet:kmnist")
+    result = zoo_cli("eval", "lenet:mnst")
     assert result.exit_code == 1
-    assert "lenet_bn has no weights tagged 'kmnist'; it has lenet_bn:fashionmnist, lenet_bn:mnist" in result.output
+    assert ("lenet_bn has no weights tagged 'mnst'; did you mean lenet_bn:mnist? it has lenet_bn:fashionmnist, "
+            "lenet_bn:mnist") in result.output  # fmt: skip
 
 
 def test_weights_table_and_json() -> None:

@@ -1,9 +1,9 @@
 """The model card: what a checkpoint or an exported file says about its model, as one typed, validated record.
 
 A file's metadata is untrusted input: it decides what zoo builds, allocates, reads and prints.
-:meth:`ModelCard.from_json` checks every field's type and bounds before any of that happens, and
-turns anything wrong into one :class:`~zoo.errors.ZooError` naming the file and the field.
-:func:`encode` and :func:`decode` store a card as the string-to-string metadata that safetensors and
+``ModelCard.from_json`` checks every field's type and bounds before any of that happens, and
+turns anything wrong into one ``zoo.errors.ZooError`` naming the file and the field.
+``encode`` and ``decode`` store a card as the string-to-string metadata that safetensors and
 ONNX files carry.  Nothing here imports torch.
 """
 
@@ -279,7 +279,7 @@ def encode(values: Mapping[str, Any]) -> dict[str, str]:
 
 
 def decode(text: Mapping[str, str], source: object) -> dict[str, Any]:
-    """The values :func:`encode` stored; every JSON text is bounded in length before it is parsed.
+    """The values ``encode`` stored; every JSON text is bounded in length before it is parsed.
     Metadata without ``__json_keys__`` is not zoo's: an empty dict."""
     if _JSON_KEYS not in text:
         return {}

@@ -58,7 +58,7 @@ def save(
 
 
 def write(path: Path, tensors: dict[str, torch.Tensor], values: dict[str, Any]) -> None:
-    """Write tensors and JSON ``values`` as a safetensors file, atomically, checking nothing: :func:`save` is the
+    """Write tensors and JSON ``values`` as a safetensors file, atomically, checking nothing: ``save`` is the
     way to write a model; this is for tools and tests that make files by hand."""
     from safetensors.torch import save_file
 
@@ -81,7 +81,7 @@ def read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
 
 
 def load(path: Path) -> Checkpoint:
-    """Read a checkpoint written by :func:`save`; its card is validated, and a file that is not one is a clear error."""
+    """Read a checkpoint written by ``save``; its card is validated, and a file that is not one is a clear error."""
     tensors, values = read(path)
     if not values:
         raise ZooError(f"{path} has no zoo metadata; give a checkpoint written by `zoo train`")

@@ -270,6 +270,7 @@ def _dataset_info(registry: Registry, dataset: Dataset, data_dir: str | None) ->
         click.echo(f"source: {dataset.source}")
     if dataset.downloads:
         click.echo(f"data directory: {root}")
+    click.echo(f"zoo: reading {dataset.name}'s files to check them (every image; seconds for large sets)", err=True)
     try:
         sizes = [len(dataset.load(split, root, download=False)[1]) for split in ("train", "test")]
     except ZooError as exc:

@@ -81,7 +81,7 @@ class Check:
     batch_size: int
     max_abs: float
     ulps: float
-    """The largest difference in float32 rounding steps at the row's scale (see :func:`rounding_steps`)."""
+    """The largest difference in float32 rounding steps at the row's scale (see ``rounding_steps``)."""
     top1_agreement: float
     passed: bool
     accuracy_change: float | None = None
@@ -218,7 +218,7 @@ def _verify(
 
     An exact format must be bit-identical.  A float32 one must stay within ``ulps`` rounding steps
     of every output row, and agree on the top class wherever the model's top two are further apart.
-    An approximate one is judged on the labelled test images alone (see :func:`_judge`).
+    An approximate one is judged on the labelled test images alone (see ``_judge``).
     """
     run, meta = exporter.load(path)
     changed = [k for k, v in card.to_json().items() if meta.get(k) != v]
@@ -378,7 +378,7 @@ def export(
 
     Each file is written under a temporary name, loaded back with its own runtime and
     compared with the PyTorch model on every batch; only a file that passes is renamed
-    into place.  Raises :class:`ExportError` naming each format and batch size that failed.
+    into place.  Raises ``ExportError`` naming each format and batch size that failed.
 
     ``min_agreement`` and ``max_accuracy_drop`` ({format: fraction}) replace an approximate format's own
     thresholds for this export; the manifest records the ones each file was proved with.

@@ -78,7 +78,7 @@ def _fsync(path: Path, directory: bool = False) -> None:
 
 
 def temp_path(path: Path) -> Path:
-    """Where ``path`` is written before :func:`commit` renames it into place (temporary files of dead processes
+    """Where ``path`` is written before ``commit`` renames it into place (temporary files of dead processes
     in that folder are cleared first); the suffix stays, which some writers insist on."""
     clear_stale(path.parent)
     return path.with_name(f".zoo-tmp-{os.getpid()}-{path.name}")

@@ -31,8 +31,8 @@ def resolve(query: str, names: Mapping[str, Iterable[str]], kind: str = "name") 
 
     ``names`` maps each registered name to its aliases.  In order: an exact
     name, an alias, then a unique match on name words (``lenet`` → lenet_bn).
-    Several matches raise :class:`AmbiguousName` listing them; none raises
-    :class:`UnknownName` with the closest names as suggestions.
+    Several matches raise ``AmbiguousName`` listing them; none raises
+    ``UnknownName`` with the closest names as suggestions.
     """
     wanted = normalize(query)
     spellings = {name: [name, *aliases] for name, aliases in names.items()}

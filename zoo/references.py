@@ -1,5 +1,5 @@
 """What a user names as a model (a run, a checkpoint, an exported file, ``ARCH:TAG``, an architecture) resolved once
-into a :class:`ModelRef`, which every command and API function then passes down."""
+into a ``ModelRef``, which every command and API function then passes down."""
 
 from __future__ import annotations
 
@@ -116,7 +116,7 @@ def _resolve(given: str, runs_dir: Path) -> ModelRef:
         raise ZooError(f"{exc}; or give a run directory, a model file or published weights ARCH:TAG") from None
     newest = runs.newest(runs_dir, arch.name)
     if newest is not None:
-        note = f"{given} is the newest run of {arch.name} in {runs_dir}/: {newest}"
+        note = f"{given} is the newest run of {arch.name} in {runs_dir}/: {newest} ({runs.describe(newest)})"
         return ModelRef(given, "run", runs.find_weights(newest), None, run=newest, note=note)
     if not registry.weights_of(arch.name):
         raise ZooError(

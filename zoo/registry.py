@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib
 import re
 import warnings
@@ -80,7 +81,7 @@ class _Registered:
     name: str
     aliases: tuple[str, ...]
     provided_by = ""
-    """The distribution and version that registered it (set by :meth:`Registry.add`)."""
+    """The distribution and version that registered it (set by ``Registry.add``)."""
 
     def validate(self) -> None:
         """Raise ValueError naming what is wrong; the registry turns down an item that fails."""
@@ -399,7 +400,7 @@ class Weights:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], **changes: Any) -> Weights:
-        """A record from :meth:`to_json`'s dict (lists become tuples), with ``changes`` applied."""
+        """A record from ``to_json``'s dict (lists become tuples), with ``changes`` applied."""
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - fields)
         if unknown:
@@ -429,7 +430,7 @@ class Weights:
 
 
 class _Polarity:
-    """A transform step: a uint8 image inverted when :func:`zoo.polarity.should_invert` says so (a class, not a
+    """A transform step: a uint8 image inverted when ``zoo.polarity.should_invert`` says so (a class, not a
     closure, so that a DataLoader's worker processes can take it)."""
 
     def __init__(self, mean: Sequence[float], invert: bool | None) -> None:
@@ -589,7 +590,9 @@ class Registry:
         for w in published:
             if normalize(w.tag) == normalize(tag):
                 return w
-        raise UnknownName(f"{arch.name} has no weights tagged {tag!r}; "
+        close = difflib.get_close_matches(normalize(tag), [normalize(w.tag) for w in published], n=1, cutoff=0.6)
+        hint = f"did you mean {arch.name}:{close[0]}? " if close else ""
+        raise UnknownName(f"{arch.name} has no weights tagged {tag!r}; {hint}"
                           f"it has {', '.join(w.name for w in published)} (see `zoo weights {arch.name}`)")  # fmt: skip
 
     def lookup(self, name: str) -> Architecture | Dataset | Exporter:

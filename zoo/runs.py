@@ -19,6 +19,7 @@ __all__ = [
     "METRICS",
     "SUMMARY",
     "create",
+    "describe",
     "find_weights",
     "lock",
     "newest",
@@ -122,6 +123,19 @@ def newest(runs_dir: Path, architecture: str | None = None) -> Path | None:
             if architecture is None or arch == architecture:
                 candidates.append(config)
     return max(candidates, key=lambda p: p.stat().st_mtime).parent if candidates else None
+
+
+def describe(run: Path) -> str:
+    """What a run came to, in a few words, from its own files: its test accuracy and length, or that it is not
+    finished (a 60-step ``--max-steps`` smoke test should not pass for a trained model)."""
+    try:
+        summary = read_json(run / SUMMARY)
+        settings = read_json(run / CONFIG)["train"]
+        accuracy, epochs = float(summary["test_accuracy"]), int(summary["epochs"])
+    except (ZooError, KeyError, TypeError, ValueError):
+        return "not finished: no test accuracy yet"
+    steps = f", stopped at --max-steps {settings['max_steps']}" if settings.get("max_steps") else ""
+    return f"{accuracy:.2%} test accuracy on {settings.get('dataset')}, {epochs} epoch(s){steps}"
 
 
 def find_weights(path: Path) -> Path:

@@ -25,7 +25,7 @@ Run = Callable[[np.ndarray], np.ndarray]
 
 def load_runner(model: str | Path | ModelRef, trust: bool = False) -> tuple[Run, ModelCard]:
     """A function from normalised float32 batches to scores, and the model card, for anything
-    :func:`zoo.references.resolve` resolves: a run, any exported file, published weights ``ARCH:TAG``.
+    ``zoo.references.resolve`` resolves: a run, any exported file, published weights ``ARCH:TAG``.
 
     Only the file's own runtime is imported: an .onnx file needs onnxruntime, not torch; zoo's own .safetensors
     files load through zoo.checkpoint, whatever exporters are installed.
@@ -105,7 +105,7 @@ def load(model: str | Path | ModelRef, weights: str | None = None) -> nn.Module:
     (``load("cnn32", weights="mnist")``, or ``load("cnn32:mnist")``; ``weights="default"``: the default ones;
     an architecture alone: its newest run in ./runs, else its default weights).
 
-    Its :class:`~zoo.card.ModelCard` (classes, input shape, mean and std, the data set, the training settings) is
+    Its ``zoo.card.ModelCard`` (classes, input shape, mean and std, the data set, the training settings) is
     ``model.zoo_card``; published weights are ``model.zoo_weights`` too, whose ``transforms()`` prepares images for
     the model.
     """

@@ -74,7 +74,7 @@ def _oneline(exc: BaseException, limit: int = 300) -> str:
 
 
 class Case:
-    """One check, run on first use and remembered: one pytest item each (see :func:`cases`).
+    """One check, run on first use and remembered: one pytest item each (see ``cases``).
 
     ``needs`` are the checks it builds on: when one of them did not pass, this one is skipped rather than
     failing again for the same reason.
@@ -445,7 +445,7 @@ def cases(
 def check(
     name: str, data_dir: str | Path | None = None, *, tolerances: Mapping[str, float] | None = None
 ) -> list[Finding]:
-    """Run every check of :func:`cases`."""
+    """Run every check of ``cases``."""
     return [c.run() for c in cases(name, data_dir, tolerances=tolerances)]
 
 

@@ -214,7 +214,7 @@ def keep_freed_memory() -> None:
     Every step allocates and frees the same large buffers.  By default glibc unmaps
     or trims them, and the next step page-faults them back in: a quarter to a third
     of a CPU training step of mnist_cnn32 (tests/benchmarks/train_speed.py).  The setting holds for the whole
-    process, so ``zoo train`` makes it and :func:`train` does not: call this first to train as fast from Python.
+    process, so ``zoo train`` makes it and ``train`` does not: call this first to train as fast from Python.
     """
     if not sys.platform.startswith("linux"):
         return
