@@ -7,6 +7,7 @@ import json
 import math
 import os
 import shlex
+import signal
 import sys
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -87,7 +88,6 @@ def _load_torch() -> None:
     A KeyboardInterrupt raised inside torch's import can surface in C++ code that cannot pass it on: the
     process then aborts, or the interrupt is lost and the command runs on.
     """
-    import signal
 
     received: list[int] = []
     try:
@@ -761,6 +761,60 @@ def check(ctx: click.Context, name: str, data_dir: str | None, strict: bool, tol
     click.echo(report(findings, strict))
     if any(f.status == "failed" or (strict and f.status == "skipped") for f in findings):
         ctx.exit(1)
+
+
+@cli.command()
+@click.argument("models", nargs=-1, metavar="[MODEL]...")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; anything but loopback reaches other machines.")  # fmt: skip
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--runs-dir", type=click.Path(file_okay=False), default="runs", show_default=True,
+              help="Where architecture names find their newest run, and where runs are served from.")  # fmt: skip
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Processes serving the one port.")  # fmt: skip
+@click.option("--max-batch-size", type=click.IntRange(1, 4096), default=64, show_default=True,
+              help="Images gathered into one onnxruntime call at most (1: no batching).")  # fmt: skip
+@click.option("--max-delay-ms", type=click.FloatRange(0, 1000), default=0.0, show_default=True,
+              help="How long a request waits for others to join its batch (0: those queued meanwhile).")  # fmt: skip
+@click.option("--trust", is_flag=True, help="Allow a TorchScript or .pt2 MODEL: its code runs (it is then refused "
+                                            "anyway: zoo serve runs ONNX; serve its run or .onnx export).")  # fmt: skip
+@click.option("--cors", "origins", multiple=True, metavar="ORIGIN",
+              help="Let pages from ORIGIN call the API from a browser (repeatable); none by default.")  # fmt: skip
+def serve(models: tuple[str, ...], host: str, port: int, runs_dir: str, workers: int, max_batch_size: int,
+          max_delay_ms: float, trust: bool, origins: tuple[str, ...]) -> None:  # fmt: skip
+    """Serve models over HTTP: a page to look at and try each one, and the Open Inference Protocol (KServe v2,
+    Triton's HTTP API) for programs, at /v2.
+
+    MODEL: anything zoo names (a run, an exported .onnx file, ARCH:TAG, an architecture); with none, every
+    published weight and every finished run in --runs-dir. Models are fixed at start-up; weights are exported to
+    ONNX once (proved, in the cache) and everything is run by onnxruntime.
+    """
+    try:
+        import uvicorn
+
+        import zoo.serving as serving
+    except ImportError as exc:
+        raise ZooError(f"zoo serve needs {exc.name}: pip install 'zoo-classifiers[serve]'") from None
+    settings = serving.ServeSettings(max_batch_size, max_delay_ms)
+    served = serving.load_models(models, runs_dir, trust, settings)  # weights exported once, before any worker
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(f"zoo: warning: listening on {host}, reachable from other machines; the API has no "
+                   f"authentication: put it behind a proxy that has", err=True)  # fmt: skip
+    for model in served.values():
+        click.echo(f"{model.name}: {model.origin}", err=True)
+    shown = f"[{host}]" if ":" in host else host
+    click.echo(f"zoo serve: http://{shown}:{port}/ (Ctrl-C stops it)", err=True)
+    # uvicorn drains the requests in flight on SIGTERM, then raises the signal again with the handler it found:
+    # this one, so that a stop asked for ends with status 0 (as Ctrl-C, which is SIGINT, does not).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    if workers == 1:
+        uvicorn.run(serving.app(served, settings, origins), host=host, port=port, log_level="warning")
+        return
+    os.environ[serving.CONFIG_ENV] = json.dumps({"models": [m.given for m in served.values()],
+                                                 "runs_dir": runs_dir, "trust": trust, "cors": origins,
+                                                 "settings": vars(settings)})  # fmt: skip
+    uvicorn.run("zoo.serving:app_from_environment", factory=True, host=host, port=port, workers=workers,
+                log_level="warning")  # fmt: skip
 
 
 @cli.command("new-plugin")

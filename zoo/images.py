@@ -11,7 +11,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from zoo.errors import ZooError
 
@@ -32,15 +32,16 @@ _WIDE_TOP = {"F": 1.0, "I": 65535.0, "I;16": 65535.0, "I;16L": 65535.0, "I;16B":
 """The nominal white of each PIL mode wider than 8 bits: "I" images come from 16-bit PNG and TIFF files."""
 
 
-def read_image(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
-    """An image file of any size and colour mode as uint8 C×H×W for a model taking ``shape`` (C, H, W)."""
+def read_image(path: Path | BinaryIO, shape: tuple[int, int, int]) -> np.ndarray:
+    """An image file (or its bytes, as a binary file object) of any size and colour mode as uint8 C×H×W for a model
+    taking ``shape`` (C, H, W)."""
     import numpy as np
 
     pixels = decode(path, (shape[1], shape[2]), grey=shape[0] == 1).reshape(shape[1], shape[2], shape[0])
     return np.ascontiguousarray(pixels.transpose(2, 0, 1))
 
 
-def decode(path: Path, size: tuple[int, int] | None, grey: bool) -> np.ndarray:
+def decode(path: Path | BinaryIO, size: tuple[int, int] | None, grey: bool) -> np.ndarray:
     """An image file as uint8 pixels, H×W when ``grey``, H×W×3 otherwise, resized (bilinear) to ``size`` (H, W).
 
     In order: the header is read and an image of more than ``MAX_PIXELS`` refused before any pixel is decoded; the
@@ -65,11 +66,12 @@ def image_mode(path: Path) -> str:
 
 
 @contextmanager
-def _opened(path: Path) -> Iterator[Image.Image]:
+def _opened(path: Path | BinaryIO) -> Iterator[Image.Image]:
     """The file opened lazily (header read, no pixels yet) and within ``MAX_PIXELS``; any failure inside the block,
     decoding included, becomes a ``ZooError`` naming the file."""
     from PIL import Image, UnidentifiedImageError
 
+    name = "the image sent" if hasattr(path, "read") else str(path)
     limit = f"more than zoo decodes ({MAX_PIXELS // 1_000_000} megapixels); resize it first"
     try:
         with warnings.catch_warnings():
@@ -79,24 +81,24 @@ def _opened(path: Path) -> Iterator[Image.Image]:
             with Image.open(path) as file:
                 width, height = file.size
                 if width * height > MAX_PIXELS:
-                    raise ZooError(f"{path} is {width}x{height} pixels, {limit}")
+                    raise ZooError(f"{name} is {width}x{height} pixels, {limit}")
                 yield file
     except ZooError:
         raise
     except FileNotFoundError as exc:
-        raise ZooError(f"{path} does not exist; check the path") from exc
+        raise ZooError(f"{name} does not exist; check the path") from exc
     except Image.DecompressionBombError as exc:
         # Raised by Image.open itself, before the size can be read from the file; its message has the pixel count.
         found = re.search(r"\((\d+) pixels\)", str(exc))
         size = f"{int(found.group(1)) / 1e6:.0f} megapixels" if found else "larger than PIL's own limit"
-        raise ZooError(f"{path} is {size}, {limit}") from exc
+        raise ZooError(f"{name} is {size}, {limit}") from exc
     except UnidentifiedImageError as exc:
-        raise ZooError(f"{path}: not an image zoo can read; give a PNG or JPEG file") from exc
+        raise ZooError(f"{name}: not an image zoo can read; give a PNG or JPEG file") from exc
     except Exception as exc:
         # Decoders fail on malformed files in many ways (OSError, ValueError, SyntaxError, struct.error, IndexError…):
         # whichever it is, this file is broken, not the program, and the other files can still be read.
         reason = " ".join(str(exc).split()) or type(exc).__name__
-        raise ZooError(f"{path}: {reason}; give a PNG or JPEG file") from exc
+        raise ZooError(f"{name}: {reason}; give a PNG or JPEG file") from exc
 
 
 def _eight_bit(img: Image.Image) -> Image.Image:

@@ -15,7 +15,7 @@ from zoo.polarity import check_invert, should_invert
 from zoo.references import ModelRef, resolve
 from zoo.runtimes import Run, load_runner
 
-__all__ = ["Prediction", "classify", "predict"]
+__all__ = ["Prediction", "classify", "predict", "top_classes"]
 
 
 @dataclass
@@ -59,12 +59,16 @@ def classify(
         if flip:
             pixels = 255 - pixels
         x = ((pixels[None].astype(np.float32) / 255 - mean) / std).astype(np.float32)
-        scores = run(x)[0].astype(np.float64)
-        probabilities = np.exp(scores - scores.max())
-        probabilities /= probabilities.sum()
-        best = np.argsort(-probabilities)[:top_k]
-        results.append(Prediction(image, [(card.classes[i], float(probabilities[i])) for i in best], inverted=flip))
+        results.append(Prediction(image, top_classes(run(x)[0], card.classes, top_k), inverted=flip))
     return results
+
+
+def top_classes(scores: np.ndarray, classes: Sequence[str], k: int) -> list[tuple[str, float]]:
+    """The ``k`` most likely classes for one image's scores (logits or log-probabilities), with probabilities."""
+    scores = scores.astype(np.float64)
+    probabilities = np.exp(scores - scores.max())
+    probabilities /= probabilities.sum()
+    return [(classes[i], float(probabilities[i])) for i in np.argsort(-probabilities)[:k]]
 
 
 def predict(

@@ -1,0 +1,291 @@
+"""`zoo serve`: a real uvicorn server on loopback, the standard Triton HTTP client, dynamic batching that gives each
+caller exactly its own rows, bounded and refused bad input, and the command itself in a subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import pytest
+
+pytest.importorskip("uvicorn", reason="zoo serve's extra is not installed: pip install 'zoo-classifiers[serve]'")
+import tritonclient.http as triton
+import uvicorn
+
+import zoo
+from zoo.serving import Batcher, Busy, Served, ServeSettings, app, load_models
+
+ROOT = Path(__file__).resolve().parent.parent
+SEVEN = ROOT / "docs" / "seven.png"
+WEIGHTS = "mnist_cnn32-mnist"
+
+
+@dataclass
+class Server:
+    url: str
+    models: dict[str, Served]
+
+    def post(self, path: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+        request = urllib.request.Request(self.url + path, data=body, headers=headers or {}, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, dict(response.headers), response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, dict(error.headers), error.read()
+
+
+@contextlib.contextmanager
+def serving(models: dict[str, Served], settings: ServeSettings, cors: tuple[str, ...] = ()) -> Iterator[str]:
+    """uvicorn in a thread, on a loopback port the kernel picks; its address."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        server = uvicorn.Server(uvicorn.Config(app(models, settings, cors), log_level="warning"))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
+            time.sleep(0.01)
+        try:
+            yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+        finally:
+            server.should_exit = True
+            thread.join(30)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = zoo.train("cnn6", "sevenseg", epochs=1, limit=256, batch_size=64, progress="none",
+                    out=tmp_path_factory.mktemp("serve") / "tiny-run")  # fmt: skip
+    return run.path
+
+
+@pytest.fixture(scope="module")
+def server(run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("ZOO_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))  # the weights' ONNX export goes here
+        settings = ServeSettings(max_batch_size=64, max_delay_ms=5)
+        models = load_models(["cnn32:mnist", str(run_dir)], settings=settings)
+        with serving(models, settings) as url:
+            yield Server(url, models)
+
+
+def in_process(model: Served, x: np.ndarray) -> np.ndarray:
+    session = onnxruntime.InferenceSession(str(model.source), providers=["CPUExecutionProvider"])
+    return session.run(None, {"input": x})[0]  # type: ignore[no-any-return]
+
+
+def images(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, 1, 28, 28), dtype=np.float32)
+
+
+def test_the_triton_client_reads_metadata_and_infers_in_json_and_binary(
+    server: Server, request: pytest.FixtureRequest
+) -> None:
+    client = triton.InferenceServerClient(server.url.removeprefix("http://"))
+    request.addfinalizer(client.close)
+    assert client.is_server_live() and client.is_server_ready() and client.is_model_ready(WEIGHTS)
+    meta = client.get_model_metadata(WEIGHTS)
+    assert meta["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 1, 28, 28]}]
+    assert meta["parameters"]["classes"] == list("0123456789")
+    x = images(3)
+    expected = in_process(server.models[WEIGHTS], x)
+    for binary in (False, True):
+        given = triton.InferInput("input", list(x.shape), "FP32")
+        given.set_data_from_numpy(x, binary_data=binary)
+        wanted = triton.InferRequestedOutput("scores", binary_data=binary)
+        result = client.infer(WEIGHTS, [given], outputs=[wanted])
+        assert np.array_equal(result.as_numpy("scores"), expected), f"binary={binary}"
+    given = triton.InferInput("input", list(x.shape), "FP32")
+    given.set_data_from_numpy(x)
+    assert np.array_equal(client.infer(WEIGHTS, [given]).as_numpy("scores"), expected), "no outputs named: binary"
+
+
+def test_concurrent_requests_are_batched_and_each_gets_exactly_its_own_rows(server: Server) -> None:
+    """64 single-image requests at once: the answers equal one in-process batch of the 64, row for row."""
+    x = images(64, seed=1)
+    expected = in_process(server.models[WEIGHTS], x)
+    batcher = server.models[WEIGHTS].batcher
+    batcher.sizes.clear()
+
+    def ask(i: int) -> np.ndarray:
+        body = json.dumps({"inputs": [{"name": "input", "shape": [1, 1, 28, 28], "datatype": "FP32",
+                                       "data": x[i].ravel().tolist()}]}).encode()  # fmt: skip
+        status, _, reply = server.post(f"/v2/models/{WEIGHTS}/infer", body)
+        assert status == 200, reply
+        output = json.loads(reply)["outputs"][0]
+        return np.asarray(output["data"], dtype=np.float32).reshape(output["shape"])
+
+    with ThreadPoolExecutor(64) as pool:
+        answers = list(pool.map(ask, range(64)))
+    assert all(np.array_equal(answers[i][0], expected[i]) for i in range(64))
+    assert sum(batcher.sizes) == 64 and max(batcher.sizes) > 1, f"batches run: {batcher.sizes}"
+
+
+def test_an_image_is_classified_as_zoo_predict_classifies_it(server: Server) -> None:
+    status, _, body = server.post(f"/v2/models/{WEIGHTS}/classify?top_k=3", SEVEN.read_bytes())
+    reply = json.loads(body)
+    (predicted,) = zoo.predict("cnn32:mnist", SEVEN, top_k=3)
+    assert status == 200 and reply["inverted"] is True and reply["top"][0][0] == "7"
+    assert [name for name, _ in reply["top"]] == [name for name, _ in predicted.top]
+    assert np.allclose([p for _, p in reply["top"]], [p for _, p in predicted.top], atol=1e-6)
+    boundary = "zooboundary"
+    head = f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="seven.png"\r\n\r\n'
+    form = head.encode() + SEVEN.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+    status, _, body = server.post(f"/v2/models/{WEIGHTS}/classify", form,
+                                  {"Content-Type": f"multipart/form-data; boundary={boundary}"})  # fmt: skip
+    assert status == 200 and json.loads(body)["top"][0][0] == "7"
+
+
+def infer_body(shape: list[int], datatype: str = "FP32", data: list[float] | None = None, name: str = "input") -> bytes:
+    values = data if data is not None else [0.0] * int(np.prod(shape))
+    return json.dumps({"inputs": [{"name": name, "shape": shape, "datatype": datatype, "data": values}]}).encode()
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "message"),
+    [
+        (
+            "/v2/models/nope/infer",
+            infer_body([1, 1, 28, 28]),
+            404,
+            "unknown model 'nope'; served here: mnist_cnn32-mnist",
+        ),
+        (f"/v2/models/{WEIGHTS}/infer", infer_body([1, 3, 28, 28]), 400, "input shape [1, 3, 28, 28]"),
+        (f"/v2/models/{WEIGHTS}/infer", infer_body([65, 1, 28, 28]), 400, "with N from 1 to 64"),
+        (f"/v2/models/{WEIGHTS}/infer", infer_body([1, 1, 28, 28], "INT64"), 400, "input datatype 'INT64'"),
+        (f"/v2/models/{WEIGHTS}/infer", infer_body([1, 1, 28, 28], name="x"), 400, "unexpected input 'x'"),
+        (f"/v2/models/{WEIGHTS}/infer", infer_body([1, 1, 28, 28], data=[1.0]), 400, "a flat list of the shape's 784"),
+        (f"/v2/models/{WEIGHTS}/infer", infer_body([1, 1, 28, 28], data=[math.nan] * 784), 400, "NaN or infinite"),
+        (f"/v2/models/{WEIGHTS}/infer", b"[" * 100_000, 400, "is not JSON"),
+        (f"/v2/models/{WEIGHTS}/infer", b" " * 2_000_000, 413, "at most"),
+        (f"/v2/models/{WEIGHTS}/classify", b"not an image", 400, "the image sent: not an image zoo can read"),
+        (f"/v2/models/{WEIGHTS}/classify", b"", 400, "no image"),
+        (f"/v2/models/{WEIGHTS}/classify?top_k=0", SEVEN.read_bytes(), 400, "top_k takes 1 to 10"),
+    ],
+    ids=[
+        "model",
+        "shape",
+        "batch",
+        "dtype",
+        "name",
+        "count",
+        "nan",
+        "nested",
+        "too-big",
+        "not-image",
+        "empty",
+        "top-k",
+    ],
+)
+def test_bad_requests_get_a_4xx_with_the_reason(
+    server: Server, path: str, body: bytes, status: int, message: str
+) -> None:
+    got, _, reply = server.post(path, body)
+    assert got == status and message in json.loads(reply)["error"], reply[:300]
+
+
+def test_a_run_is_served_with_its_pictures_and_nothing_else(server: Server, run_dir: Path) -> None:
+    with urllib.request.urlopen(f"{server.url}/zoo/models/{run_dir.name}", timeout=10) as response:
+        page = json.loads(response.read())
+    assert page["plots"] == ["confusion", "curves", "misses"] and page["run"]["test_accuracy"] is not None
+    with urllib.request.urlopen(f"{server.url}/zoo/models/{run_dir.name}/plots/curves.png", timeout=10) as response:
+        assert response.read() == (run_dir / "curves.png").read_bytes()
+    for path in ("/zoo/models/tiny-run/plots/..%2Fconfig.png", "/zoo/models/tiny-run/plots/report.png",
+                 "/static/..%2F..%2Fserving.py"):  # fmt: skip
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(server.url + path, timeout=10)
+        refused.value.close()  # an HTTPError holds its response open
+        assert refused.value.code == 404, path
+
+
+def test_metrics_count_requests_and_batches(server: Server) -> None:
+    server.post(f"/v2/models/{WEIGHTS}/classify", SEVEN.read_bytes())
+    with urllib.request.urlopen(f"{server.url}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    assert f'zoo_requests_total{{endpoint="classify",model="{WEIGHTS}",status="200"}}' in text
+    assert f'zoo_batch_size_count{{model="{WEIGHTS}"}}' in text and "zoo_queue_images" in text
+
+
+def test_browsers_of_other_sites_are_let_in_only_when_asked(server: Server) -> None:
+    asked = {"Origin": "http://example.org"}
+    with urllib.request.urlopen(urllib.request.Request(f"{server.url}/v2/models/{WEIGHTS}", headers=asked)) as reply:
+        assert "access-control-allow-origin" not in {k.lower() for k in reply.headers}, "no CORS by default"
+    with (
+        serving(server.models, ServeSettings(), cors=("http://example.org",)) as url,
+        urllib.request.urlopen(urllib.request.Request(f"{url}/v2/models/{WEIGHTS}", headers=asked)) as reply,
+    ):
+        assert reply.headers["Access-Control-Allow-Origin"] == "http://example.org"
+
+
+def test_a_full_queue_is_refused_instead_of_growing() -> None:
+    async def main() -> None:
+        def slow(x: np.ndarray) -> np.ndarray:
+            time.sleep(0.2)
+            return x[:, 0, 0, :1]
+
+        batcher = Batcher(slow, ServeSettings(max_batch_size=2, max_queue=4))
+        waiting = [asyncio.create_task(batcher(np.zeros((2, 1, 1, 1), np.float32))) for _ in range(2)]
+        await asyncio.sleep(0)
+        with pytest.raises(Busy):
+            await batcher(np.zeros((1, 1, 1, 1), np.float32))
+        assert [len(await w) for w in waiting] == [2, 2]
+        await batcher.close()
+
+    asyncio.run(main())
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_the_command_serves_an_onnx_file_without_torch_and_drains_on_sigterm(server: Server, tmp_path: Path) -> None:
+    """`zoo serve FILE.onnx`: torch is never imported; SIGTERM lets a request in flight finish, then exits 0."""
+    onnx = server.models[WEIGHTS].source
+    check = ("import sys; from zoo.serving import load_models, app; app(load_models([sys.argv[1]])); "
+             "assert 'torch' not in sys.modules, 'torch was imported'")  # fmt: skip
+    assert subprocess.run([sys.executable, "-c", check, str(onnx)], capture_output=True, text=True).returncode == 0
+    port = free_port()
+    command = [sys.executable, "-m", "zoo", "serve", str(onnx), "--port", str(port), "--max-delay-ms", "300"]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/v2/health/ready", timeout=1)
+                break
+            except OSError:
+                assert time.monotonic() < deadline and process.poll() is None, "zoo serve did not start"
+                time.sleep(0.1)
+        in_flight = Server(url, {}).post  # waits 300 ms for a batch to fill: SIGTERM lands meanwhile
+        with ThreadPoolExecutor(1) as pool:
+            answer = pool.submit(in_flight, f"/v2/models/{onnx.name.split('.')[0]}/classify", SEVEN.read_bytes())
+            time.sleep(0.1)
+            process.send_signal(signal.SIGTERM)
+            status, _, body = answer.result(timeout=30)
+        assert status == 200 and json.loads(body)["top"][0][0] == "7"
+        _, said = process.communicate(timeout=30)
+        assert process.returncode == 0 and "zoo serve: http://127.0.0.1:" in said, said
+    finally:
+        process.kill()
+        process.communicate()
