@@ -7,6 +7,8 @@ import asyncio
 import contextlib
 import json
 import math
+import os
+import re
 import signal
 import socket
 import subprocess
@@ -115,6 +117,16 @@ def test_the_triton_client_reads_metadata_and_infers_in_json_and_binary(
     given = triton.InferInput("input", list(x.shape), "FP32")
     given.set_data_from_numpy(x)
     assert np.array_equal(client.infer(WEIGHTS, [given]).as_numpy("scores"), expected), "no outputs named: binary"
+
+
+def test_the_documented_client_example_runs_as_written(server: Server) -> None:
+    (code,) = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "serving.md").read_text(), flags=re.DOTALL)
+    assert '"127.0.0.1:8000"' in code
+    code = code.replace('"127.0.0.1:8000"', repr(server.url.removeprefix("http://")))
+    code += "\nclient.close()\n"  # the example leaves it to the end of the process
+    namespace: dict[str, object] = {}
+    exec(compile(code, "docs/serving.md", "exec"), namespace)
+    assert np.asarray(namespace["scores"]).shape == (1, 10)
 
 
 def test_concurrent_requests_are_batched_and_each_gets_exactly_its_own_rows(server: Server) -> None:
@@ -289,3 +301,57 @@ def test_the_command_serves_an_onnx_file_without_torch_and_drains_on_sigterm(ser
     finally:
         process.kill()
         process.communicate()
+
+
+CHROMIUM = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser") if Path(p).exists()), None)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium: apt-get install chromium (.ci/run does)")
+def test_in_a_real_browser_a_drawn_seven_is_a_seven(server: Server, run_dir: Path) -> None:
+    """Debian's Chromium driven by Playwright: the table of models, a 7 drawn with the mouse, docs/seven.png
+    uploaded, a run's curves, and no error in the console. $ZOO_SCREENSHOTS=DIR keeps a picture of the page."""
+    from playwright.sync_api import sync_playwright
+
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 900, "height": 1000})
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(server.url + "/")
+        page.get_by_role("link", name=WEIGHTS).click()
+        page.wait_for_selector("canvas")
+        box = page.locator("canvas").bounding_box()
+        assert box is not None
+        x, y, side = box["x"], box["y"], box["width"] / 280
+
+        def at(px: float, py: float) -> tuple[float, float]:
+            return x + px * side, y + py * side
+
+        page.mouse.move(*at(70, 60))
+        page.mouse.down()
+        for px, py in [(130, 58), (210, 60), (185, 110), (160, 160), (140, 230)]:
+            page.mouse.move(*at(px, py), steps=8)
+        page.mouse.up()
+        page.wait_for_function("window.zooTimings.length > 0")
+        page.wait_for_timeout(300)  # answers to the live requests while drawing may still arrive
+        assert page.locator(".bars li").first.inner_text().startswith("7"), page.locator(".bars").inner_text()
+        if os.environ.get("ZOO_SCREENSHOTS"):
+            page.screenshot(path=str(Path(os.environ["ZOO_SCREENSHOTS"]) / "serve-page.png"), full_page=False)
+        drawn = page.evaluate("window.zooTimings.at(-1)")
+        paint = page.evaluate("performance.getEntriesByName('first-contentful-paint')[0]?.startTime")
+
+        page.set_input_files("#image", str(SEVEN))
+        page.wait_for_function("window.zooTimings.length > 1")
+        assert page.locator(".bars li").first.inner_text().startswith("7")
+        assert "inverted" in page.get_by_role("status").inner_text()
+
+        page.goto(f"{server.url}/models/{run_dir.name}")
+        curves = page.get_by_alt_text("curves of the run")
+        curves.wait_for()
+        page.wait_for_function("document.querySelector('img.plot').complete")
+        assert curves.evaluate("img => img.naturalWidth") > 0
+        browser.close()
+    assert errors == []
+    print(f"first contentful paint {paint:.0f} ms; a drawn digit's answer {drawn:.0f} ms after the stroke ended")
