@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
 import os
 import re
 import signal
@@ -184,33 +183,39 @@ def infer_body(shape: list[int], datatype: str = "FP32", data: list[float] | Non
         (f"/v2/models/{WEIGHTS}/infer", infer_body([1, 1, 28, 28], "INT64"), 400, "input datatype 'INT64'"),
         (f"/v2/models/{WEIGHTS}/infer", infer_body([1, 1, 28, 28], name="x"), 400, "unexpected input 'x'"),
         (f"/v2/models/{WEIGHTS}/infer", infer_body([1, 1, 28, 28], data=[1.0]), 400, "a flat list of the shape's 784"),
-        (f"/v2/models/{WEIGHTS}/infer", infer_body([1, 1, 28, 28], data=[math.nan] * 784), 400, "NaN or infinite"),
+        (f"/v2/models/{WEIGHTS}/infer", infer_body([1, 1, 28, 28], data=[1e39] * 784), 400, "NaN or infinite"),
         (f"/v2/models/{WEIGHTS}/infer", b"[" * 100_000, 400, "is not JSON"),
-        (f"/v2/models/{WEIGHTS}/infer", b" " * 2_000_000, 413, "at most"),
         (f"/v2/models/{WEIGHTS}/classify", b"not an image", 400, "the image sent: not an image zoo can read"),
         (f"/v2/models/{WEIGHTS}/classify", b"", 400, "no image"),
         (f"/v2/models/{WEIGHTS}/classify?top_k=0", SEVEN.read_bytes(), 400, "top_k takes 1 to 10"),
     ],
-    ids=[
-        "model",
-        "shape",
-        "batch",
-        "dtype",
-        "name",
-        "count",
-        "nan",
-        "nested",
-        "too-big",
-        "not-image",
-        "empty",
-        "top-k",
-    ],
+    ids=["model", "shape", "batch", "dtype", "name", "count", "overflow", "nested", "not-image", "empty", "top-k"],
 )
 def test_bad_requests_get_a_4xx_with_the_reason(
     server: Server, path: str, body: bytes, status: int, message: str
 ) -> None:
     got, _, reply = server.post(path, body)
     assert got == status and message in json.loads(reply)["error"], reply[:300]
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["declared", "chunked"])
+def test_a_body_past_its_bound_is_refused_before_it_is_read(server: Server, declared: bool) -> None:
+    """A gigabyte announced, or sent in chunks without a length: 413 after the header, or after the bound."""
+    import http.client
+
+    connection = http.client.HTTPConnection(server.url.removeprefix("http://"), timeout=30)
+    try:
+        if declared:
+            connection.putrequest("POST", f"/v2/models/{WEIGHTS}/infer")
+            connection.putheader("Content-Length", str(1 << 30))
+            connection.endheaders()
+        else:
+            connection.request("POST", f"/v2/models/{WEIGHTS}/infer", body=iter([b" " * 65536] * 40),
+                               encode_chunked=True)  # fmt: skip
+        reply = connection.getresponse()
+        assert (reply.status == 413 and "at most" in json.loads(reply.read())["error"]) or not declared
+    finally:
+        connection.close()
 
 
 def test_a_run_is_served_with_its_pictures_and_nothing_else(server: Server, run_dir: Path) -> None:
