@@ -276,13 +276,15 @@ def free_port() -> int:
 
 @pytest.mark.slow
 def test_the_command_serves_an_onnx_file_without_torch_and_drains_on_sigterm(server: Server, tmp_path: Path) -> None:
-    """`zoo serve FILE.onnx`: torch is never imported; SIGTERM lets a request in flight finish, then exits 0."""
+    """`zoo serve FILE.onnx`: torch is never imported; another --host than loopback is warned about; SIGTERM lets a
+    request in flight finish, then exits 0."""
     onnx = server.models[WEIGHTS].source
     check = ("import sys; from zoo.serving import load_models, app; app(load_models([sys.argv[1]])); "
              "assert 'torch' not in sys.modules, 'torch was imported'")  # fmt: skip
     assert subprocess.run([sys.executable, "-c", check, str(onnx)], capture_output=True, text=True).returncode == 0
     port = free_port()
-    command = [sys.executable, "-m", "zoo", "serve", str(onnx), "--port", str(port), "--max-delay-ms", "300"]
+    command = [sys.executable, "-m", "zoo", "serve", str(onnx), "--port", str(port), "--max-delay-ms", "300",
+               "--host", "0.0.0.0"]  # fmt: skip
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     try:
         url = f"http://127.0.0.1:{port}"
@@ -302,7 +304,8 @@ def test_the_command_serves_an_onnx_file_without_torch_and_drains_on_sigterm(ser
             status, _, body = answer.result(timeout=30)
         assert status == 200 and json.loads(body)["top"][0][0] == "7"
         _, said = process.communicate(timeout=30)
-        assert process.returncode == 0 and "zoo serve: http://127.0.0.1:" in said, said
+        assert process.returncode == 0 and f"zoo serve: http://0.0.0.0:{port}/" in said, said
+        assert "warning: listening on 0.0.0.0, reachable from other machines" in said
     finally:
         process.kill()
         process.communicate()
