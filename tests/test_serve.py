@@ -363,3 +363,41 @@ def test_in_a_real_browser_a_drawn_seven_is_a_seven(server: Server, run_dir: Pat
         browser.close()
     assert errors == []
     print(f"first contentful paint {paint:.0f} ms; a drawn digit's answer {drawn:.0f} ms after the stroke ended")
+
+
+def group(leader: int) -> list[str]:
+    """The live processes of a process group (an exited one not yet reaped by init is no longer running)."""
+    listing = subprocess.run(["ps", "-ww", "-o", "stat=,args=", "-g", str(leader)], capture_output=True, text=True).stdout
+    return [line for line in listing.splitlines() if line.strip() and not line.lstrip().startswith("Z")]
+
+
+@pytest.mark.slow
+def test_several_worker_processes_serve_one_port_and_stop_together(server: Server) -> None:
+    onnx = server.models[WEIGHTS].source
+    port = free_port()
+    command = [sys.executable, "-m", "zoo", "serve", str(onnx), "--port", str(port), "--workers", "2"]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/v2/health/ready", timeout=1)
+                break
+            except OSError:
+                assert time.monotonic() < deadline and process.poll() is None, "zoo serve --workers 2 did not start"
+                time.sleep(0.1)
+        name = onnx.name.split(".")[0]
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda _: Server(url, {}).post(f"/v2/models/{name}/classify", SEVEN.read_bytes()),
+                                    range(16)))  # fmt: skip
+        assert all(status == 200 and json.loads(body)["top"][0][0] == "7" for status, _, body in answers)
+        assert sum("spawn_main" in p for p in group(process.pid)) == 2, "two worker processes"
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)
+        time.sleep(0.5)
+        assert group(process.pid) == [], "every worker stopped with the supervisor"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()

@@ -158,9 +158,9 @@ def wrk(url: str, body: bytes, connections: int, seconds: float, kind: str = "ap
         (Path(tmp) / "body").write_bytes(body)
         (Path(tmp) / "post.lua").write_text(WRK_SCRIPT)
         env = {**os.environ, "BODY": str(Path(tmp) / "body"), "TYPE": kind, "HEADER_LENGTH": str(header or "")}
-        out = subprocess.run(["wrk", "-t", str(min(2, connections)), "-c", str(connections), "-d", f"{max(1, round(seconds))}s",
-                              "--latency", "-s", str(Path(tmp) / "post.lua"), url],
-                             capture_output=True, text=True, env=env, check=True).stdout  # fmt: skip
+        command = ["wrk", "-t", str(min(2, connections)), "-c", str(connections), "-d", f"{max(1, round(seconds))}s",
+                   "--latency", "-s", str(Path(tmp) / "post.lua"), url]  # fmt: skip
+        out = subprocess.run(command, capture_output=True, text=True, env=env, check=True).stdout
 
     def ms(label: str) -> float:
         value, unit = re.search(rf"{label}%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
@@ -209,11 +209,13 @@ def main() -> None:
         binary_head = json.dumps({"inputs": [{**head["inputs"][0], "parameters": {"binary_data_size": x.nbytes}}],
                                   "parameters": {"binary_data_output": True}}).encode()  # fmt: skip
         gain = in_process_gain(model.source, shape)
-        print(f"\n{model.name} ({'x'.join(map(str, shape))}): onnxruntime in-process, batch 64 over batch 1: {gain:.2f}x")
+        print(
+            f"\n{model.name} ({'x'.join(map(str, shape))}): onnxruntime in-process, batch 64 over batch 1: {gain:.2f}x"
+        )
         print(f"{'server':<28} {'conc':>4} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}")
         results: dict[tuple[str, int], float] = {}
 
-        def row(name: str, c: int, figures: tuple[float, float, float, int]) -> None:
+        def row(name: str, c: int, figures: tuple[float, float, float, int], results: dict = results) -> None:
             results[name, c] = figures[0]
             print(f"{name:<28} {c:>4} {figures[0]:>9,.0f} {figures[1]:>8.2f} {figures[2]:>8.2f} {figures[3]:>6}")
 
@@ -232,8 +234,8 @@ def main() -> None:
             script = Path(tempfile.mkdtemp()) / "litserve_app.py"  # LitServe's worker processes need a file to start
             script.write_text(LITSERVE_APP)
             lit = [args.peers, str(script), "{port}", str(model.source)]
-            servers.append(("litserve json", lit, "/health", "/predict",
-                            json.dumps({"input": x.ravel().tolist()}).encode(), "application/json", None, None))  # fmt: skip
+            plain = json.dumps({"input": x.ravel().tolist()}).encode()
+            servers.append(("litserve json", lit, "/health", "/predict", plain, "application/json", None, None))
             mlserver = str(Path(args.peers).with_name("mlserver"))
             servers.append(("mlserver json", [mlserver, "start", "."], "/v2/health/ready",
                             "/v2/models/m/infer", as_json, "application/json", None, "mlserver"))  # fmt: skip
@@ -270,7 +272,9 @@ def main() -> None:
         peers = {n: results[n, top] for n in ("litserve json", "mlserver json") if (n, top) in results}
         if peers:
             best = max(peers, key=peers.__getitem__)
-            print(f"zoo json at {top} over the best peer ({best}): {results['zoo batching json', top] / peers[best]:.2f}x")
+            print(
+                f"zoo json at {top} over the best peer ({best}): {results['zoo batching json', top] / peers[best]:.2f}x"
+            )
 
 
 if __name__ == "__main__":
