@@ -367,7 +367,9 @@ def test_in_a_real_browser_a_drawn_seven_is_a_seven(server: Server, run_dir: Pat
 
 def group(leader: int) -> list[str]:
     """The live processes of a process group (an exited one not yet reaped by init is no longer running)."""
-    listing = subprocess.run(["ps", "-ww", "-o", "stat=,args=", "-g", str(leader)], capture_output=True, text=True).stdout
+    listing = subprocess.run(
+        ["ps", "-ww", "-o", "stat=,args=", "-g", str(leader)], capture_output=True, text=True
+    ).stdout
     return [line for line in listing.splitlines() if line.strip() and not line.lstrip().startswith("Z")]
 
 
