@@ -274,6 +274,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def ready(process: subprocess.Popen[str], port: int) -> str:
+    """The address of the `zoo serve` ``process`` once it answers on ``port``."""
+    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/v2/health/ready", timeout=1).close()
+            return url
+        except OSError:
+            assert time.monotonic() < deadline and process.poll() is None, "zoo serve did not start"
+            time.sleep(0.1)
+
+
 @pytest.mark.slow
 def test_the_command_serves_an_onnx_file_without_torch_and_drains_on_sigterm(server: Server, tmp_path: Path) -> None:
     """`zoo serve FILE.onnx`: torch is never imported; another --host than loopback is warned about; SIGTERM lets a
@@ -287,15 +299,7 @@ def test_the_command_serves_an_onnx_file_without_torch_and_drains_on_sigterm(ser
                "--host", "0.0.0.0"]  # fmt: skip
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/v2/health/ready", timeout=1)
-                break
-            except OSError:
-                assert time.monotonic() < deadline and process.poll() is None, "zoo serve did not start"
-                time.sleep(0.1)
+        url = ready(process, port)
         in_flight = Server(url, {}).post  # waits 300 ms for a batch to fill: SIGTERM lands meanwhile
         with ThreadPoolExecutor(1) as pool:
             answer = pool.submit(in_flight, f"/v2/models/{onnx.name.split('.')[0]}/classify", SEVEN.read_bytes())
@@ -380,15 +384,7 @@ def test_several_worker_processes_serve_one_port_and_stop_together(server: Serve
     command = [sys.executable, "-m", "zoo", "serve", str(onnx), "--port", str(port), "--workers", "2"]
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/v2/health/ready", timeout=1)
-                break
-            except OSError:
-                assert time.monotonic() < deadline and process.poll() is None, "zoo serve --workers 2 did not start"
-                time.sleep(0.1)
+        url = ready(process, port)
         name = onnx.name.split(".")[0]
         with ThreadPoolExecutor(8) as pool:
             answers = list(pool.map(lambda _: Server(url, {}).post(f"/v2/models/{name}/classify", SEVEN.read_bytes()),
