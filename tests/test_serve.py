@@ -359,6 +359,11 @@ def test_in_a_real_browser_a_drawn_seven_is_a_seven(server: Server, run_dir: Pat
         assert page.locator(".bars li").first.inner_text().startswith("7")
         assert "inverted" in page.get_by_role("status").inner_text()
 
+        page.set_viewport_size({"width": 390, "height": 844})  # a phone: nothing wider than the screen
+        page.reload()
+        page.wait_for_selector("canvas")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+
         page.goto(f"{server.url}/models/{run_dir.name}")
         curves = page.get_by_alt_text("curves of the run")
         curves.wait_for()
