@@ -565,7 +565,10 @@ def app(models: dict[str, Served], settings: ServeSettings | None = None, cors: 
 
         middleware.append(Middleware(CORSMiddleware, allow_origins=list(cors), allow_methods=["GET", "POST"],
                                      allow_headers=["*"]))  # fmt: skip
-    routes = [
+    routes = [  # inference first: Starlette tries routes in order, for every request
+        Route("/v2/models/{name}/infer", infer, methods=["POST"]),
+        Route("/v2/models/{name}/classify", classify, methods=["POST"]),
+        Route("/v2/models/{name}/versions/{version}/infer", infer, methods=["POST"]),
         Route("/v2", server_metadata),
         Route("/v2/health/live", ok),
         Route("/v2/health/ready", ok),
@@ -573,9 +576,6 @@ def app(models: dict[str, Served], settings: ServeSettings | None = None, cors: 
         Route("/v2/models/{name}/ready", model_ready),
         Route("/v2/models/{name}/versions/{version}", model_metadata),
         Route("/v2/models/{name}/versions/{version}/ready", model_ready),
-        Route("/v2/models/{name}/infer", infer, methods=["POST"]),
-        Route("/v2/models/{name}/versions/{version}/infer", infer, methods=["POST"]),
-        Route("/v2/models/{name}/classify", classify, methods=["POST"]),
         Route("/metrics", prometheus),
         Route("/zoo/models", catalogue),
         Route("/zoo/models/{name}", model_page_data),
