@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import io
 import json
 import math
@@ -97,8 +98,8 @@ class Batcher:
         self.run, self.settings = run, settings
         self.queued = 0
         """Images waiting, for the queue bound and the metrics."""
-        self.sizes: list[int] = []
-        """The size of every batch run (the metrics read and clear it)."""
+        self.observe: Callable[[int], None] = lambda size: None
+        """Called with the size of every batch run (the server's metrics set it)."""
         self._waiting: asyncio.Queue[tuple[np.ndarray, asyncio.Future[np.ndarray]]] | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -136,7 +137,7 @@ class Batcher:
                 batch.append(item)
                 rows += len(item[0])
             self.queued -= rows
-            self.sizes.append(rows)
+            self.observe(rows)
             inputs = batch[0][0] if len(batch) == 1 else np.concatenate([x for x, _ in batch])
             try:  # in a thread: onnxruntime releases the GIL, and the loop keeps taking requests meanwhile
                 scores = await loop.run_in_executor(None, self.run, inputs)
@@ -538,13 +539,12 @@ def app(models: dict[str, Served], settings: ServeSettings | None = None, cors: 
             raise _Refused(404, f"{model.name} has no picture {name!r}; it has {', '.join(model.plots) or 'none'}")
         return FileResponse(model.plots[name], media_type="image/png")
 
+    for name, model in models.items():
+        model.batcher.observe = batches.labels(name).observe
+        queued.labels(name).set_function(functools.partial(getattr, model.batcher, "queued"))
+
     @endpoint("metrics")
     async def prometheus(request: Request) -> Response:
-        for name, model in models.items():
-            queued.labels(name).set(model.batcher.queued)
-            for size in model.batcher.sizes:
-                batches.labels(name).observe(size)
-            model.batcher.sizes.clear()
         return Response(generate_latest(metrics), media_type="text/plain; version=0.0.4")
 
     async def page(request: Request) -> Response:
