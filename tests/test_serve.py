@@ -296,22 +296,24 @@ def ready(process: subprocess.Popen[str], port: int) -> str:
 
 
 @pytest.mark.slow
-def test_the_command_serves_an_onnx_file_without_torch_and_drains_on_sigterm(server: Server, tmp_path: Path) -> None:
-    """`zoo serve FILE.onnx`: torch is never imported; another --host than loopback is warned about; SIGTERM lets a
-    request in flight finish, then exits 0."""
+def test_the_readme_command_serves_without_torch_for_onnx_and_drains_on_sigterm(server: Server) -> None:
+    """`zoo.serving` on an .onnx file never imports torch; the README's `zoo serve cnn32:mnist` serves; another
+    --host than loopback is warned about; SIGTERM lets a request in flight finish, then exits 0."""
     onnx = server.models[WEIGHTS].source
     check = ("import sys; from zoo.serving import load_models, app; app(load_models([sys.argv[1]])); "
              "assert 'torch' not in sys.modules, 'torch was imported'")  # fmt: skip
     assert subprocess.run([sys.executable, "-c", check, str(onnx)], capture_output=True, text=True).returncode == 0
-    port = free_port()
-    command = [sys.executable, "-m", "zoo", "serve", str(onnx), "--port", str(port), "--max-delay-ms", "300",
+    readme = (ROOT / "README.md").read_text()
+    assert ".venv/bin/pip install -e '.[serve]' && .venv/bin/zoo serve\ncnn32:mnist" in readme
+    port = free_port()  # the README's command, on a free port (its weights' export is in this module's cache)
+    command = [sys.executable, "-m", "zoo", "serve", "cnn32:mnist", "--port", str(port), "--max-delay-ms", "300",
                "--host", "0.0.0.0"]  # fmt: skip
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     try:
         url = ready(process, port)
         in_flight = Server(url, {}).post  # waits 300 ms for a batch to fill: SIGTERM lands meanwhile
         with ThreadPoolExecutor(1) as pool:
-            answer = pool.submit(in_flight, f"/v2/models/{onnx.name.split('.')[0]}/classify", SEVEN.read_bytes())
+            answer = pool.submit(in_flight, f"/v2/models/{WEIGHTS}/classify", SEVEN.read_bytes())
             time.sleep(0.1)
             process.send_signal(signal.SIGTERM)
             status, _, body = answer.result(timeout=30)
