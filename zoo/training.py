@@ -124,11 +124,16 @@ def resolve_config(arch: Architecture, dataset: Dataset, recipe: str = "default"
     threads = max(1, available_cpus() // distributed.current().local_world)
     given = {k: v for k, v in overrides.items() if v is not None}
     settings = {**dataclasses.asdict(chosen), "threads": threads, **given}
-    if not given.keys() & {"batch_size", "epochs", "max_steps"}:  # the recipe's length, fitted to this data
+    if _fitted(given):  # the recipe's length, fitted to this data
         images = min(settings["limit"] or dataset.train_size, dataset.train_size) * (1 - settings["val_split"])
         settings["batch_size"], settings["epochs"] = fit_to_data(int(images), chosen.batch_size, chosen.epochs)
     settings.update(architecture=arch.name, dataset=dataset.ref, recipe=recipe)
     return TrainConfig(**settings)
+
+
+def _fitted(overrides: dict[str, Any]) -> bool:
+    """Whether the recipe's length is fitted to the data: unless a setting that fixes it was given."""
+    return not {k for k, v in overrides.items() if v is not None} & {"batch_size", "epochs", "max_steps"}
 
 
 MIN_STEPS = 300
@@ -527,8 +532,7 @@ def train(
         steps_per_epoch = max(1, len(data.train) // config.batch_size)
         total_steps = min(config.epochs * steps_per_epoch, config.max_steps or sys.maxsize)
         if resume is None and group.main:
-            fitted = not {k for k, v in overrides.items() if v is not None} & {"batch_size", "epochs", "max_steps"}
-            for note in _length_notes(config, arch, ds, len(data.train), total_steps, fitted):
+            for note in _length_notes(config, arch, ds, len(data.train), total_steps, _fitted(overrides)):
                 print(f"zoo: {note}", file=sys.stderr, flush=True)
         normalize = Normalizer(ds.mean, ds.std, device, channels_last=True)
         history: list[dict[str, Any]] = []
