@@ -15,7 +15,7 @@ from zoo.polarity import check_invert, should_invert
 from zoo.references import ModelRef, resolve
 from zoo.runtimes import Run, load_runner
 
-__all__ = ["Prediction", "classify", "predict", "top_classes"]
+__all__ = ["Prediction", "classify", "predict", "prepare", "top_classes"]
 
 
 @dataclass
@@ -45,22 +45,26 @@ def classify(
     if not isinstance(top_k, int) or top_k < 1:
         raise SettingError("top_k", f"must be an integer of at least 1, got {top_k!r}")
     invert = check_invert(invert)
-    c, h, w = card.input_shape
-    mean = np.asarray(card.mean, dtype=np.float32).reshape(1, -1, 1, 1)
-    std = np.asarray(card.std, dtype=np.float32).reshape(1, -1, 1, 1)
     results = []
     for image in map(Path, images):
         try:
-            pixels = read_image(image, (c, h, w))
+            x, flip = prepare(read_image(image, card.input_shape), card, invert)
         except ZooError as exc:
             results.append(Prediction(image, error=str(exc)))
             continue
-        flip = should_invert(pixels, card.mean, invert)
-        if flip:
-            pixels = 255 - pixels
-        x = ((pixels[None].astype(np.float32) / 255 - mean) / std).astype(np.float32)
         results.append(Prediction(image, top_classes(run(x)[0], card.classes, top_k), inverted=flip))
     return results
+
+
+def prepare(pixels: np.ndarray, card: ModelCard, invert: bool | None) -> tuple[np.ndarray, bool]:
+    """One decoded image (uint8 C×H×W) as the model's input, a normalised float32 batch of one, turned round first
+    where ``zoo.polarity.should_invert`` says so; and whether it was."""
+    flip = should_invert(pixels, card.mean, invert)
+    if flip:
+        pixels = 255 - pixels
+    mean = np.asarray(card.mean, dtype=np.float32).reshape(-1, 1, 1)
+    std = np.asarray(card.std, dtype=np.float32).reshape(-1, 1, 1)
+    return ((pixels.astype(np.float32) / 255 - mean) / std)[None].astype(np.float32), flip
 
 
 def top_classes(scores: np.ndarray, classes: Sequence[str], k: int) -> list[tuple[str, float]]:

@@ -30,8 +30,7 @@ from zoo.errors import SettingError, ZooError
 from zoo.files import cache_root, read_json, sha256
 from zoo.images import read_image
 from zoo.loader import get_registry
-from zoo.polarity import should_invert
-from zoo.prediction import top_classes
+from zoo.prediction import prepare, top_classes
 from zoo.references import ModelRef, resolve
 from zoo.runtimes import Run, load_runner
 from zoo.version import __version__
@@ -513,13 +512,7 @@ def app(models: dict[str, Served], settings: ServeSettings | None = None, cors: 
             data = _form_image(data, kind)
         if not data:
             raise _Refused(400, "no image: send a PNG or JPEG file as the body, or as the form field 'image'")
-        pixels = read_image(io.BytesIO(data), model.card.input_shape)
-        flip = should_invert(pixels, model.card.mean, invert)  # type: ignore[arg-type]
-        if flip:
-            pixels = 255 - pixels
-        mean = np.asarray(model.card.mean, dtype=np.float32).reshape(-1, 1, 1)
-        std = np.asarray(model.card.std, dtype=np.float32).reshape(-1, 1, 1)
-        x = ((pixels.astype(np.float32) / 255 - mean) / std)[None].astype(np.float32)
+        x, flip = prepare(read_image(io.BytesIO(data), model.card.input_shape), model.card, invert)  # type: ignore[arg-type]
         scores = (await model.batcher(x))[0]
         return JSONResponse({"model": model.name, "top": top_classes(scores, model.card.classes, int(k)),
                              "inverted": bool(flip)})  # fmt: skip
