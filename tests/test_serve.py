@@ -187,6 +187,7 @@ def infer_body(shape: list[int], datatype: str = "FP32", data: list[float] | Non
             404,
             "unknown model 'nope'; served here: mnist_cnn32-mnist",
         ),
+        (f"/v2/models/{WEIGHTS}/versions/2/infer", infer_body([1, 1, 28, 28]), 404, "has one version, 1"),
         (f"/v2/models/{WEIGHTS}/infer", infer_body([1, 3, 28, 28]), 400, "input shape [1, 3, 28, 28]"),
         (f"/v2/models/{WEIGHTS}/infer", infer_body([65, 1, 28, 28]), 400, "with N from 1 to 64"),
         (f"/v2/models/{WEIGHTS}/infer", infer_body([1, 1, 28, 28], "INT64"), 400, "input datatype 'INT64'"),
@@ -198,13 +199,20 @@ def infer_body(shape: list[int], datatype: str = "FP32", data: list[float] | Non
         (f"/v2/models/{WEIGHTS}/classify", b"", 400, "no image"),
         (f"/v2/models/{WEIGHTS}/classify?top_k=0", SEVEN.read_bytes(), 400, "top_k takes 1 to 10"),
     ],
-    ids=["model", "shape", "batch", "dtype", "name", "count", "overflow", "nested", "not-image", "empty", "top-k"],
+    ids=["model", "version", "shape", "batch", "dtype", "name", "count", "overflow", "nested", "not-image", "empty", "top-k"],
 )
 def test_bad_requests_get_a_4xx_with_the_reason(
     server: Server, path: str, body: bytes, status: int, message: str
 ) -> None:
     got, _, reply = server.post(path, body)
     assert got == status and message in json.loads(reply)["error"], reply[:300]
+
+
+def test_inference_is_a_post(server: Server) -> None:
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{server.url}/v2/models/{WEIGHTS}/infer", timeout=10)
+    with refused.value as reply:
+        assert reply.code == 405 and reply.headers["Allow"] == "POST" and "POST" in json.loads(reply.read())["error"]
 
 
 @pytest.mark.parametrize("declared", [True, False], ids=["declared", "chunked"])
@@ -243,9 +251,14 @@ def test_a_run_is_served_with_its_pictures_and_nothing_else(server: Server, run_
 
 def test_metrics_count_requests_and_batches(server: Server) -> None:
     server.post(f"/v2/models/{WEIGHTS}/classify", SEVEN.read_bytes())
+    server.post(f"/v2/models/{WEIGHTS}/infer", infer_body([1, 1, 28, 28]))
+    server.post("/v2/models/nope/infer", infer_body([1, 1, 28, 28]))
     with urllib.request.urlopen(f"{server.url}/metrics", timeout=10) as response:
         text = response.read().decode()
     assert f'zoo_requests_total{{endpoint="classify",model="{WEIGHTS}",status="200"}}' in text
+    assert f'zoo_requests_total{{endpoint="infer",model="{WEIGHTS}",status="200"}}' in text
+    assert 'zoo_requests_total{endpoint="infer",model="-",status="404"}' in text, "a name not served is not a label"
+    assert f'zoo_request_seconds_count{{endpoint="infer",model="{WEIGHTS}"}}' in text
     assert f'zoo_batch_size_count{{model="{WEIGHTS}"}}' in text and "zoo_queue_images" in text
 
 
@@ -258,6 +271,9 @@ def test_browsers_of_other_sites_are_let_in_only_when_asked(server: Server) -> N
         urllib.request.urlopen(urllib.request.Request(f"{url}/v2/models/{WEIGHTS}", headers=asked)) as reply,
     ):
         assert reply.headers["Access-Control-Allow-Origin"] == "http://example.org"
+        inference = urllib.request.Request(f"{url}/v2/models/{WEIGHTS}/infer", infer_body([1, 1, 28, 28]), asked)
+        with urllib.request.urlopen(inference, timeout=10) as reply:
+            assert reply.headers["Access-Control-Allow-Origin"] == "http://example.org"
 
 
 def test_a_full_queue_is_refused_instead_of_growing() -> None:

@@ -3,8 +3,8 @@
 Single-image requests from wrk (Debian's `wrk`, one load generator for every server) at concurrency 1, 16 and 64,
 for each model: requests/s and p50/p99 latency for
 - zoo serve with batching (--max-batch-size 64) and without (1), JSON and binary tensors;
-- a null endpoint on the same stack (Starlette on uvicorn, reading the body and answering a constant): the HTTP
-  limit of this machine;
+- null endpoints reading the body and answering a constant, on uvicorn through Starlette (the goal's yardstick)
+  and in plain ASGI as zoo's inference route is (the HTTP limit of this machine);
 - LitServe and MLServer (both speak HTTP on uvicorn) serving the same ONNX file with onnxruntime, in a virtual
   environment of their own (`--peers PYTHON`: python3 -m venv /tmp/peers && /tmp/peers/bin/pip install litserve
   mlserver onnxruntime numpy); MLServer with its adaptive batching on, LitServe with max_batch_size 64.
@@ -49,6 +49,22 @@ async def null(request):
     return Response(b'{"outputs":[]}', media_type="application/json")
 
 app = Starlette(routes=[Route("/null", null, methods=["POST"])])
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+"""
+
+ASGI_NULL_APP = """
+import sys, uvicorn
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    more = True
+    while more:
+        more = (await receive()).get("more_body", False)
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"14")]})
+    await send({"type": "http.response.body", "body": b'{"outputs":[]}'})
+
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
 """
 
@@ -228,6 +244,8 @@ def main() -> None:
                             binary_head + x.tobytes(), "application/octet-stream", len(binary_head), None))  # fmt: skip
         servers.append(("null endpoint (same stack)", [sys.executable, "-c", NULL_APP, "{port}"], "/null", "/null",
                         as_json, "application/json", None, None))  # fmt: skip
+        servers.append(("null endpoint (plain ASGI)", [sys.executable, "-c", ASGI_NULL_APP, "{port}"], "/", "/null",
+                        as_json, "application/json", None, None))  # fmt: skip
         servers.append(("naive handler (same stack)", [sys.executable, "-c", NAIVE_APP, "{port}", str(model.source)],
                         "/infer", "/infer", as_json, "application/json", None, None))  # fmt: skip
         if args.peers:
@@ -266,7 +284,9 @@ def main() -> None:
             print(f"batching gain at {top} ({fmt}): {gained:.2f}x, {(gained - 1) / max(gain - 1, 1e-9):.0%} of the "
                   f"in-process gain {gain:.2f}x")  # fmt: skip
         null = results["null endpoint (same stack)", top]
-        print(f"zoo binary at {top}: {results['zoo batching binary', top] / null:.0%} of the null endpoint's rate")
+        print(f"zoo binary at {top}: {results['zoo batching binary', top] / null:.0%} of the null endpoint's rate "
+              f"({results['zoo batching binary', top] / results['null endpoint (plain ASGI)', top]:.0%} of plain "
+              f"ASGI's)")  # fmt: skip
         naive = results["naive handler (same stack)", top]
         print(f"zoo json at {top}: {results['zoo batching json', top] / naive:.2f}x the naive handler's rate")
         peers = {n: results[n, top] for n in ("litserve json", "mlserver json") if (n, top) in results}
