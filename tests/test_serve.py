@@ -82,7 +82,7 @@ def server(run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     with pytest.MonkeyPatch.context() as env:
         env.setenv("ZOO_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))  # the weights' ONNX export goes here
         settings = ServeSettings(max_batch_size=64, max_delay_ms=5)
-        models = load_models(["cnn32:mnist", str(run_dir)], settings=settings)
+        models = load_models(["cnn32:mnist", str(run_dir)])
         with serving(models, settings) as url:
             yield Server(url, models)
 
@@ -199,7 +199,20 @@ def infer_body(shape: list[int], datatype: str = "FP32", data: list[float] | Non
         (f"/v2/models/{WEIGHTS}/classify", b"", 400, "no image"),
         (f"/v2/models/{WEIGHTS}/classify?top_k=0", SEVEN.read_bytes(), 400, "top_k takes 1 to 10"),
     ],
-    ids=["model", "version", "shape", "batch", "dtype", "name", "count", "overflow", "nested", "not-image", "empty", "top-k"],
+    ids=[
+        "model",
+        "version",
+        "shape",
+        "batch",
+        "dtype",
+        "name",
+        "count",
+        "overflow",
+        "nested",
+        "not-image",
+        "empty",
+        "top-k",
+    ],
 )
 def test_bad_requests_get_a_4xx_with_the_reason(
     server: Server, path: str, body: bytes, status: int, message: str

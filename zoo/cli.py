@@ -796,7 +796,7 @@ def serve(models: tuple[str, ...], host: str, port: int, runs_dir: str, workers:
     except ImportError as exc:
         raise ZooError(f"zoo serve needs {exc.name}: pip install 'zoo-classifiers[serve]'") from None
     settings = serving.ServeSettings(max_batch_size, max_delay_ms)
-    served = serving.load_models(models, runs_dir, trust, settings)  # weights exported once, before any worker
+    served = serving.load_models(models, runs_dir, trust)  # weights exported once, before any worker
     if host not in ("127.0.0.1", "localhost", "::1"):
         click.echo(f"zoo: warning: listening on {host}, reachable from other machines; the API has no "
                    f"authentication: put it behind a proxy that has", err=True)  # fmt: skip

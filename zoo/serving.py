@@ -95,12 +95,12 @@ class Batcher:
     """Requests for one model gathered into one call of ``run``: up to ``max_batch_size`` images, waiting at most
     ``max_delay_ms`` for more after the first; each caller gets back exactly its own rows."""
 
-    def __init__(self, run: Run, settings: ServeSettings) -> None:
+    def __init__(self, run: Run, settings: ServeSettings, observe: Callable[[int], None] = lambda size: None) -> None:
         self.run, self.settings = run, settings
         self.queued = 0
         """Images waiting, for the queue bound and the metrics."""
-        self.observe: Callable[[int], None] = lambda size: None
-        """Called with the size of every batch run (the server's metrics set it)."""
+        self.observe = observe
+        """Called with the size of every batch run (the server's metrics)."""
         self._waiting: asyncio.Queue[tuple[np.ndarray, asyncio.Future[np.ndarray]]] | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -154,7 +154,7 @@ class Batcher:
                 start += len(x)
 
     async def close(self) -> None:
-        """Stop taking batches (an application's lifespan ends; another's, in another loop, is not ours to end)."""
+        """Stop taking batches (the application's lifespan ends; a task of a loop already closed is gone)."""
         if self._task is not None and self._task.get_loop() is asyncio.get_running_loop():
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -175,7 +175,8 @@ class Served:
     origin: str
     """What was named on the command line, and what it resolved to."""
     sha256: str
-    batcher: Batcher
+    run: Run
+    """The file's onnxruntime session, from normalised float32 batches to scores."""
     details: dict[str, Any] = field(default_factory=dict)
     """For the page: the published weights' record, the run's summary, the export's proof."""
     plots: dict[str, Path] = field(default_factory=dict)
@@ -224,7 +225,7 @@ def _onnx_for(ref: ModelRef) -> Path:
     return export(ref, "onnx", out=folder, force=True).files["onnx"]
 
 
-def _served(given: str, runs_dir: Path, trust: bool, settings: ServeSettings) -> Served:
+def _served(given: str, runs_dir: Path, trust: bool) -> Served:
     ref = resolve(given, runs_dir)
     details: dict[str, Any] = {}
     plots: dict[str, Path] = {}
@@ -254,16 +255,14 @@ def _served(given: str, runs_dir: Path, trust: bool, settings: ServeSettings) ->
         raise ZooError(f"{given}: {name!r} cannot name a model in URLs; rename it to letters, digits, '.', '-', '_'")
     where = f" ({ref.note})" if ref.note else ""
     return Served(name, given, card, source, f"{given}{where}", ref.sha256 or sha256(source),
-                  Batcher(run, settings), details, plots)  # fmt: skip
+                  run, details, plots)  # fmt: skip
 
 
 def load_models(
-    models: Sequence[str], runs_dir: str | Path = runs.DEFAULT_RUNS_DIR, trust: bool = False,
-    settings: ServeSettings | None = None,
-) -> dict[str, Served]:  # fmt: skip
+    models: Sequence[str], runs_dir: str | Path = runs.DEFAULT_RUNS_DIR, trust: bool = False
+) -> dict[str, Served]:
     """The models to serve, by name: each one named (anything ``zoo.resolve`` takes), or with none, every published
     weight and every finished run in ``runs_dir``."""
-    settings = settings or ServeSettings()
     if not models:
         finished = sorted(
             p.parent for p in Path(runs_dir).glob(f"*/{runs.SUMMARY}") if (p.parent / runs.BEST).is_file()
@@ -271,7 +270,7 @@ def load_models(
         models = [*get_registry().weights, *map(str, finished)]
     served: dict[str, Served] = {}
     for given in models:
-        model = _served(given, Path(runs_dir), trust, settings)
+        model = _served(given, Path(runs_dir), trust)
         if model.name in served:
             raise ZooError(f"{given} and {served[model.name].origin} are both named {model.name}; serve one of them")
         served[model.name] = model
@@ -285,7 +284,7 @@ def app_from_environment() -> ASGIApp:
     process loads the same models (the parent has already exported and proved them into the cache)."""
     config = json.loads(os.environ[CONFIG_ENV])
     settings = ServeSettings(**config["settings"])
-    return app(load_models(config["models"], config["runs_dir"], config["trust"], settings), settings, config["cors"])
+    return app(load_models(config["models"], config["runs_dir"], config["trust"]), settings, config["cors"])
 
 
 class _Refused(Exception):
@@ -450,6 +449,10 @@ def app(models: dict[str, Served], settings: ServeSettings | None = None, cors: 
     batches = Histogram("zoo_batch_size", "Images per onnxruntime call", ["model"], registry=metrics,
                         buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096))  # fmt: skip
     queued = Gauge("zoo_queue_images", "Images waiting for the model", ["model"], registry=metrics)
+    batchers = {name: Batcher(m.run, settings, batches.labels(name).observe) for name, m in models.items()}
+    """Each application batches its own requests, in its own event loop."""
+    for name, batcher in batchers.items():
+        queued.labels(name).set_function(functools.partial(getattr, batcher, "queued"))
     static = Path(__file__).with_name("static")
     tensor_limit = {n: 64 * 1024 + settings.max_batch_size * math.prod(m.card.input_shape) * _JSON_BYTES_PER_VALUE
                     for n, m in models.items()}  # fmt: skip
@@ -529,7 +532,7 @@ def app(models: dict[str, Served], settings: ServeSettings | None = None, cors: 
             if not isinstance(header, dict):
                 raise _Refused(400, "the request must be a JSON object with 'inputs'")
             x = _tensor(model, header, body[split:], settings.max_batch_size)
-            status, (content, kind, extra) = 200, _scores(model, header, await model.batcher(x))
+            status, (content, kind, extra) = 200, _scores(model, header, await batchers[name](x))
         except (_Refused, Busy, ZooError) as exc:
             status, content, named = refusal(exc, label)
             kind, extra = b"application/json", [(k.lower().encode(), v.encode()) for k, v in named.items()]
@@ -553,7 +556,7 @@ def app(models: dict[str, Served], settings: ServeSettings | None = None, cors: 
         if not data:
             raise _Refused(400, "no image: send a PNG or JPEG file as the body, or as the form field 'image'")
         x, flip = prepare(read_image(io.BytesIO(data), model.card.input_shape), model.card, invert)  # type: ignore[arg-type]
-        scores = (await model.batcher(x))[0]
+        scores = (await batchers[model.name](x))[0]
         return JSONResponse({"model": model.name, "top": top_classes(scores, model.card.classes, int(k)),
                              "inverted": bool(flip)})  # fmt: skip
 
@@ -572,9 +575,6 @@ def app(models: dict[str, Served], settings: ServeSettings | None = None, cors: 
             raise _Refused(404, f"{model.name} has no picture {name!r}; it has {', '.join(model.plots) or 'none'}")
         return FileResponse(model.plots[name], media_type="image/png")
 
-    for name, model in models.items():
-        model.batcher.observe = batches.labels(name).observe
-        queued.labels(name).set_function(functools.partial(getattr, model.batcher, "queued"))
 
     @endpoint("metrics")
     async def prometheus(request: Request) -> Response:
@@ -589,8 +589,8 @@ def app(models: dict[str, Served], settings: ServeSettings | None = None, cors: 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         yield
-        for model in models.values():
-            await model.batcher.close()
+        for batcher in batchers.values():
+            await batcher.close()
 
     rest = Starlette(routes=[
         Route("/v2/models/{name}/classify", classify, methods=["POST"]),
