@@ -320,6 +320,23 @@ def test_exported_files_predict_and_evaluate(trained: dict[str, Path], tmp_path:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("arch", ["lenet_bn", "cifar_seq"])
+def test_the_same_weights_give_byte_identical_files_in_every_format(
+    arch: str, trained: dict[str, Path], tmp_path: Path
+) -> None:
+    """Two `zoo export` processes (each with its own hash seed, which orders Python's and Rust's hash maps), every
+    format the data set allows: the manifest's sha256 are a property of the weights."""
+    exported = []
+    for n, seed in enumerate(("1", "2")):
+        out = tmp_path / str(n)
+        command = [sys.executable, "-m", "zoo", "export", str(trained[arch]), "--all", "--out", str(out)]
+        done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": seed})
+        assert done.returncode in (0, 1), done.stderr  # int8 may be refused on a one-epoch model: that is judged
+        exported.append({p.name: p.read_bytes() for p in sorted(out.iterdir())})
+    assert exported[0].keys() == exported[1].keys() and len(exported[0]) >= len(FORMATS) + 2  # + fp16, manifest
+    assert [name for name in exported[0] if exported[0][name] != exported[1][name]] == []
+
+
 def test_predict_with_onnx_never_imports_torch(trained: dict[str, Path], tmp_path: Path) -> None:
     from PIL import Image
 

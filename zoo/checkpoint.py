@@ -3,6 +3,8 @@ file, and the way back from card and weights to a model.  No pickle anywhere."""
 
 from __future__ import annotations
 
+import json
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,10 +62,22 @@ def save(
 def write(path: Path, tensors: dict[str, torch.Tensor], values: dict[str, Any]) -> None:
     """Write tensors and JSON ``values`` as a safetensors file, atomically, checking nothing: ``save`` is the
     way to write a model; this is for tools and tests that make files by hand."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
+    data = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=encode(values))
     with atomic_path(path) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=encode(values))
+        tmp.write_bytes(_canonical(data))
+
+
+def _canonical(data: bytes) -> bytes:
+    """A safetensors file with its JSON header's keys sorted: the library writes its metadata in hash-map order,
+    which changes from one process to the next, and the same weights must give the same bytes. The tensors' data
+    (offsets are counted from its start) is kept as it is; the header stays padded to 8 bytes, as the format asks."""
+    (size,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + size])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + data[8 + size :]
 
 
 def read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
