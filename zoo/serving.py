@@ -575,7 +575,6 @@ def app(models: dict[str, Served], settings: ServeSettings | None = None, cors: 
             raise _Refused(404, f"{model.name} has no picture {name!r}; it has {', '.join(model.plots) or 'none'}")
         return FileResponse(model.plots[name], media_type="image/png")
 
-
     @endpoint("metrics")
     async def prometheus(request: Request) -> Response:
         return Response(generate_latest(metrics), media_type="text/plain; version=0.0.4")
