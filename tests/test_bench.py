@@ -14,7 +14,8 @@ from conftest import FakeDist
 from onnx import TensorProto, helper
 from zoo.exporters.formats import _save_onnx
 
-from zoo.benchmarking import EAGER, BenchResult, Contender, Limits, Timing, measure
+from zoo import machine
+from zoo.benchmarking import EAGER, BenchResult, Contender, Limits, Timing, measure, measure_limits
 from zoo.card import decode
 from zoo.cli import cli
 
@@ -66,6 +67,38 @@ def test_the_roofline_is_the_lower_of_the_arithmetic_and_the_memory_bound() -> N
     assert result.roofline("b") == pytest.approx(100_000)  # 10 GB/s / 100 kB = 400 GFLOP/s / 2 MFLOP
 
 
+def test_a_figure_above_its_limit_is_a_fault_of_the_limit_not_a_figure() -> None:
+    limits = Limits({"float32": 100.0}, bandwidth_gb_s=1000.0, sources={"float32": {"torch": 100.0}})
+    timings = {"fast": [Timing(256, 1, 1, 60_000)], "fair": [Timing(256, 1, 1, 40_000)]}
+    precisions = {"fast": "float32", "fair": "float32"}
+    result = BenchResult("x", "m", 1, 1_000_000, {"float32": 4}, limits, timings, precisions)
+    # 2 MFLOP per image against 100 GFLOP/s: 60,000 images/s would be 120% of the peak, 40,000 are 80%
+    assert timings["fast"][0].peak_percent is None and timings["fair"][0].peak_percent == pytest.approx(80)
+    said = "that limit does not bound this machine, so no share of it is given"
+    assert result.faults == [
+        f"fast at batch 256 ran at 120% of its float32 {limit}: {said}" for limit in ("peak", "roofline")
+    ]
+    table = result.table()
+    assert "limit fault: fast at batch 256" in table and "120%" not in table.split("limit fault")[0]
+
+
+@pytest.mark.skipif(machine.clock_ghz() is None, reason="the clock is timed on x86-64 Linux only")
+def test_the_cpu_bound_is_threads_times_clock_times_vector_work() -> None:
+    """The clock is timed, not read (/proc/cpuinfo gives the base clock, which turbo passes), and each precision's
+    bound counts two fused multiply-add units of the widest vectors, or the matrix units."""
+    assert 0.5 < (machine.clock_ghz() or 0) < 7
+    assert machine.flops_per_cycle("float32", ("avx2", "fma")) == 32
+    assert machine.flops_per_cycle("float32", ("avx2", "fma", "avx512f")) == 64
+    assert machine.flops_per_cycle("bfloat16", ("avx512f", "avx512_bf16")) == 128
+    assert machine.flops_per_cycle("bfloat16", ("avx512f", "amx_bf16")) == 2048
+    assert machine.flops_per_cycle("int8", ("avx512f", "avx512_vnni")) == 256
+    limits = measure_limits(["float32"], threads=1)
+    assert limits.sources["float32"]["cpu"] == pytest.approx(
+        limits.clock_ghz * machine.flops_per_cycle("float32", machine.cpu()[1])  # type: ignore[operator]
+    )
+    assert limits.gflops["float32"] == max(limits.sources["float32"].values())
+
+
 def test_bench_times_every_runtime_and_draws_them(run: Path, tmp_path: Path) -> None:
     runtimes = [*EAGER, "torchscript", "pt2", "onnx", "fp16"]
     plot = tmp_path / "speeds.png"
@@ -93,7 +126,8 @@ def test_the_table_names_the_machine_its_limits_and_the_fastest(run: Path) -> No
                  "--seconds", "0.01")  # fmt: skip
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert "threads" in lines[0] and "same-run limits: matrix multiply float32" in lines[1]
+    assert "threads" in lines[0] and "same-run limits: " in lines[1] and "float32 " in lines[1]
+    assert "torch " in lines[1] and "onnxruntime " in lines[1], "the float32 bound names each figure it is the max of"
     assert [line.split()[0] for line in lines[3:5]] == ["eager", "onnx"]
     assert lines[-1].startswith("fastest at batch 4: ") and "(float32)" in lines[-1]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import statistics
 import tempfile
@@ -20,7 +21,7 @@ from zoo.card import ModelCard
 from zoo.errors import SettingError, ZooError
 from zoo.exporting import ExportError, check_batch_sizes, export
 from zoo.loader import get_registry
-from zoo.machine import available_cpus, describe_machine
+from zoo.machine import available_cpus, clock_ghz, cpu, describe_machine, flops_per_cycle
 from zoo.references import ModelRef, resolve
 from zoo.registry import Shape
 from zoo.runtimes import Run, load_runner, torch_runner
@@ -59,10 +60,24 @@ class Timing:
 
 @dataclass
 class Limits:
-    """What the machine can do, measured in the same run: matrix-multiply peaks (GFLOP/s) and copy bandwidth."""
+    """Upper bounds on what the machine can do, measured in the same run: arithmetic per precision (GFLOP/s) and
+    copy bandwidth. Each figure is the highest of its sources, so that no runtime can beat it."""
 
     gflops: dict[str, float] = field(default_factory=dict)
     bandwidth_gb_s: float = 0.0
+    """The fastest copy measured, at sizes from what the caches hold to what only memory holds."""
+    sources: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Per precision, each figure the bound is the highest of: ``cpu`` (threads × the clock timed now × the most
+    a core can do per cycle) and every matrix multiply measured (``torch``, ``onnxruntime``)."""
+    clock_ghz: float | None = None
+
+    def merged(self, other: Limits) -> Limits:
+        """The higher of each figure: the machine's best, before or after the timings."""
+        sources = {p: {k: max(v, other.sources.get(p, {}).get(k, 0.0)) for k, v in s.items()}
+                   for p, s in self.sources.items()}  # fmt: skip
+        return Limits({p: max(g, other.gflops.get(p, 0.0)) for p, g in self.gflops.items()},
+                      max(self.bandwidth_gb_s, other.bandwidth_gb_s), sources,
+                      max(self.clock_ghz or 0.0, other.clock_ghz or 0.0) or None)  # fmt: skip
 
 
 @dataclass
@@ -79,6 +94,26 @@ class BenchResult:
     skipped: dict[str, str] = field(default_factory=dict)
     """Formats not timed, and why."""
     notes: list[str] = field(default_factory=list)
+    faults: list[str] = field(default_factory=list)
+    """Figures above their limit: each is a limit that failed to bound, so the figure is not given."""
+
+    def __post_init__(self) -> None:
+        """Each timing's share of its precision's peak and of the roofline."""
+        for name, timings in self.timings.items():
+            peak, roof = self.limits.gflops.get(self.precisions[name]), self.roofline(name)
+            for t in timings:
+                if self.macs_per_image and peak:
+                    t.peak_percent = self._share(name, t, "peak", t.images_per_s * 2 * self.macs_per_image / peak / 1e9)
+                if roof:
+                    t.roofline_percent = self._share(name, t, "roofline", t.images_per_s / roof)
+
+    def _share(self, name: str, timing: Timing, limit: str, fraction: float) -> float | None:
+        """``fraction`` of a limit as a percentage; above 100% the limit is at fault: recorded, and no figure."""
+        if fraction <= 1:
+            return 100 * fraction
+        self.faults.append(f"{name} at batch {timing.batch} ran at {fraction:.0%} of its {self.precisions[name]} "
+                           f"{limit}: that limit does not bound this machine, so no share of it is given")  # fmt: skip
+        return None
 
     def roofline(self, name: str) -> float | None:
         """Images/s the machine allows this contender: the lower of its arithmetic and memory-traffic bounds."""
@@ -121,6 +156,7 @@ class BenchResult:
             last = timings[-1]
             lines.append(f"{row} {_percent(last.peak_percent):>6} {_percent(last.roofline_percent):>10}")
         lines += [f"{name:<12} not timed: {why}" for name, why in self.skipped.items()]
+        lines += [f"limit fault: {fault}" for fault in self.faults]
         lines.append("img/s: the batch size over the median call, the statistic of the ms column")
         for b in batches:
             best, exact = self.fastest(b), self.fastest(b, "float32")
@@ -129,9 +165,15 @@ class BenchResult:
         return "\n".join(lines)
 
     def _limits_line(self) -> str:
-        peaks = ", ".join(f"{p} {g:,.0f} GFLOP/s" for p, g in self.limits.gflops.items())
+        def peak(precision: str, gflops: float) -> str:
+            sources = self.limits.sources.get(precision, {})
+            shown = ", ".join(f"{k} {v:,.0f}" for k, v in sources.items())
+            return f"{precision} {gflops:,.0f} GFLOP/s ({shown})"
+
+        clock = f"clock {self.limits.clock_ghz:.2f} GHz; " if self.limits.clock_ghz else "clock unknown; "
+        peaks = "; ".join(peak(p, g) for p, g in self.limits.gflops.items())
         work = f"{self.macs_per_image:,} MACs per image" if self.macs_per_image else "MACs unknown"
-        return f"same-run limits: matrix multiply {peaks}; copy {self.limits.bandwidth_gb_s:,.1f} GB/s; {work}"
+        return f"same-run limits: {clock}{peaks}; copy {self.limits.bandwidth_gb_s:,.1f} GB/s; {work}"
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -156,26 +198,55 @@ def _time(run: Callable[[Any], Any], x: Any, seconds: float) -> list[float]:
             return calls
 
 
-def measure_limits(precisions: Sequence[str], size: int = 1024) -> Limits:
-    """Best-of-three matrix-multiply GFLOP/s per precision and copy bandwidth, with torch's current threads."""
-    limits = Limits()
+def measure_limits(precisions: Sequence[str], threads: int = 1, size: int = 1024) -> Limits:
+    """Per precision, an upper bound on the arithmetic ``threads`` threads can do: the CPU's own (threads × the
+    clock timed now × the most a core's vector units do per cycle), or a matrix multiply measured faster than that
+    (torch's, and onnxruntime's for float32), best of three; and the fastest copy bandwidth at 1, 16 and 256 MiB."""
+    limits = Limits(clock_ghz=clock_ghz())
+    features = cpu()[1]
     for precision in precisions:
+        sources = limits.sources.setdefault(precision, {})
+        if limits.clock_ghz is not None:
+            sources["cpu"] = threads * limits.clock_ghz * flops_per_cycle(precision, features)
         if precision == "int8":
             a = torch.randint(-128, 128, (size, size), dtype=torch.int8)
-            multiply: Callable[[torch.Tensor], Any] = lambda a: torch._int_mm(a, a)  # noqa: E731
+            multiply: Callable[[Any], Any] = lambda a: torch._int_mm(a, a)  # noqa: E731
         else:
             a = torch.randn(size, size).to(getattr(torch, precision))
             multiply = lambda a: a @ a  # noqa: E731
-        try:
+        with contextlib.suppress(RuntimeError):  # this build has no such kernel on this CPU
             multiply(a)
-        except RuntimeError:  # this build has no such kernel on this CPU: no peak, no roofline for it
-            continue
-        best = min(min(_time(multiply, a, 0.05)) for _ in range(3))
-        limits.gflops[precision] = 2 * size**3 / best / 1e9
-    src, dst = torch.ones(32 << 20), torch.ones(32 << 20)  # 128 MiB each, far beyond the caches, and paged in
-    best = min(min(_time(lambda _: dst.copy_(src), None, 0.1)) for _ in range(3))
-    limits.bandwidth_gb_s = 2 * src.numel() * 4 / best / 1e9  # read once, written once
+            sources["torch"] = 2 * size**3 / min(min(_time(multiply, a, 0.05)) for _ in range(3)) / 1e9
+        if precision == "float32":
+            ort_multiply, x = _onnxruntime_matmul(size, threads)
+            sources["onnxruntime"] = 2 * size**3 / min(min(_time(ort_multiply, x, 0.05)) for _ in range(3)) / 1e9
+        if sources:
+            limits.gflops[precision] = max(sources.values())
+    for mib in (1, 16, 256):  # half in each of two tensors: the largest is far beyond any cache
+        src, dst = torch.ones(mib << 17), torch.ones(mib << 17)
+        best = min(min(_time(dst.copy_, src, 0.05)) for _ in range(3))
+        limits.bandwidth_gb_s = max(limits.bandwidth_gb_s, 2 * src.numel() * 4 / best / 1e9)  # read and written
     return limits
+
+
+def _onnxruntime_matmul(size: int, threads: int) -> tuple[Callable[[Any], Any], np.ndarray]:
+    """A float32 ``size``×``size`` matrix product as onnxruntime runs it, and its input."""
+    import onnxruntime
+    from onnx import TensorProto, helper, numpy_helper
+
+    b = numpy_helper.from_array(np.ones((size, size), dtype=np.float32), "b")
+    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "matmul",
+                              [helper.make_tensor_value_info("a", TensorProto.FLOAT, [size, size])],
+                              [helper.make_tensor_value_info("c", TensorProto.FLOAT, [size, size])], [b])  # fmt: skip
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = onnxruntime.InferenceSession(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString(), options,
+        providers=["CPUExecutionProvider"],
+    )  # fmt: skip
+    x = np.random.default_rng(0).standard_normal((size, size), dtype=np.float32)
+    session.run(None, {"a": x})
+    return lambda x: session.run(None, {"a": x}), x
 
 
 def measure(
@@ -341,11 +412,9 @@ def bench(
             raise ZooError(f"nothing to time: {'; '.join(f'{k}: {v}' for k, v in skipped.items())}")
         precisions = {c.name: c.precision for c in contenders}
         kinds = sorted(set(precisions.values()), key=list(BYTES).index)
-        before = measure_limits(kinds)
+        before = measure_limits(kinds, threads)
         timings = measure(contenders, card.input_shape, batch_sizes, rounds, seconds)
-        after = measure_limits(kinds)  # the machine's best, before or after: a slow moment does not flatter
-    limits = Limits({k: max(v, after.gflops.get(k, 0)) for k, v in before.gflops.items()},
-                    max(before.bandwidth_gb_s, after.bandwidth_gb_s))  # fmt: skip
+        limits = before.merged(measure_limits(kinds, threads))  # the machine's best: a slow moment does not flatter
     macs, elements = (None, 0)
     if model is not None:
         with torch.device(next(model.parameters(), torch.empty(0)).device):  # meta for a file's model: no memory
@@ -362,13 +431,6 @@ def bench(
         skipped,
         notes,
     )
-    for name, ts in timings.items():
-        peak, roof = limits.gflops.get(precisions[name]), out.roofline(name)
-        for t in ts:
-            if macs and peak:
-                t.peak_percent = 100 * t.images_per_s * 2 * macs / (peak * 1e9)
-            if roof:
-                t.roofline_percent = 100 * t.images_per_s / roof
     return out
 
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import math
+import mmap
 import os
 import platform
+import time
 from pathlib import Path
 
-__all__ = ["FEATURES", "available_cpus", "cpu", "describe_machine"]
+__all__ = ["FEATURES", "available_cpus", "clock_ghz", "cpu", "describe_machine", "flops_per_cycle"]
 
 
 def available_cpus() -> int:
@@ -34,7 +38,7 @@ def available_cpus() -> int:
     return max(1, count)
 
 
-FEATURES = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "asimd", "sve")
+FEATURES = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8", "asimd", "sve")
 
 
 def cpu() -> tuple[str, tuple[str, ...]]:
@@ -58,3 +62,48 @@ def describe_machine(threads: int) -> str:
     model, features = cpu()
     has = ", ".join(features) or "no listed vector features"
     return f"{platform.system()} {platform.machine()}, {model} ({has}), {threads} thread{'s' * (threads != 1)}"
+
+
+# x86-64 (System V): rax = 1; then rdi times four dependent `imul rax, rax`; return. Each imul waits 3 cycles for
+# the one before it on every x86-64 core since 2011 (Intel Sandy Bridge, AMD Zen), so a call takes 12 cycles per
+# iteration: timing it gives the clock the core runs at now, turbo included, which /proc/cpuinfo does not say.
+_IMUL_CHAIN = bytes.fromhex("48c7c001000000" + "480fafc0" * 4 + "48ffcf" + "75eb" + "c3")
+_CYCLES_PER_ITERATION = 12
+
+
+def clock_ghz() -> float | None:
+    """The core's clock now, in GHz, from a timed chain of dependent multiplies; None off x86-64 Linux, or where
+    the system refuses executable memory. A core with faster multiplies reads as faster: an upper bound."""
+    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
+        return None
+    try:
+        code = mmap.mmap(-1, len(_IMUL_CHAIN), prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+    except (OSError, ValueError, AttributeError):
+        return None
+    try:
+        code.write(_IMUL_CHAIN)
+        chain = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_uint64)(ctypes.addressof(ctypes.c_char.from_buffer(code)))
+        chain(1000)
+        iterations, best = 2_000_000, math.inf
+        for _ in range(5):
+            start = time.perf_counter()
+            chain(iterations)
+            best = min(best, time.perf_counter() - start)
+        del chain  # the buffer it points into is closed next
+        return _CYCLES_PER_ITERATION * iterations / best / 1e9
+    finally:
+        with contextlib.suppress(BufferError):
+            code.close()
+
+
+def flops_per_cycle(precision: str, features: tuple[str, ...]) -> int:
+    """The most arithmetic one core's vector units could do per cycle in ``precision`` (a multiply-add counted as
+    two): two fused multiply-add units of the widest vectors its flags list, or its matrix units (AMX). An upper
+    bound: cores with one unit, or with 512-bit vectors split in two, do less."""
+    lanes = 16 if "avx512f" in features else 8 if {"avx2", "fma"} & set(features) else 4
+    float32 = lanes * 2 * 2
+    if precision == "bfloat16":
+        return 2048 if "amx_bf16" in features else 2 * float32 if "avx512_bf16" in features else float32
+    if precision == "int8":
+        return 4096 if "amx_int8" in features else 4 * float32
+    return float32
