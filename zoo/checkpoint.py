@@ -18,10 +18,11 @@ from zoo.files import atomic_path
 from zoo.loader import get_registry
 from zoo.registry import Plugin, format_shape
 
-__all__ = ["Checkpoint", "build", "load", "load_weights", "read", "save", "write"]
+__all__ = ["Checkpoint", "build", "load", "load_weights", "metadata", "read", "save", "write"]
 
 _OPTIMIZER = "__optimizer__"  # prefix of optimizer tensors; model state-dict keys never contain "/"
 _RESUME = "__resume__"  # the training history and progress, in a run's last checkpoint
+_EXPORT = "export"  # zoo export's record of the file, as in every exported format
 
 
 @dataclass
@@ -32,6 +33,8 @@ class Checkpoint:
     """``{"history": [...], "progress": {...}}``, in a run's ``last`` checkpoint only."""
     optimizer: dict[str, Any] | None = field(default=None, repr=False)
     """An ``optimizer.state_dict()``, in the ``last`` checkpoint only."""
+    export: dict[str, Any] | None = None
+    """What ``zoo export`` recorded of the file (format, precision, scores, proof), in exported files only."""
 
 
 def save(
@@ -41,10 +44,13 @@ def save(
     *,
     resume: dict[str, Any] | None = None,
     optimizer: dict[str, Any] | None = None,
+    export: dict[str, Any] | None = None,
 ) -> None:
     """Write a checkpoint atomically: a kill at any moment leaves the previous file intact."""
     tensors = dict(weights)
     values = card.to_json()
+    if export is not None:
+        values[_EXPORT] = export
     if resume is not None:
         values[_RESUME] = resume
     if optimizer is not None:
@@ -110,7 +116,19 @@ def load(path: Path) -> Checkpoint:
                 f"the optimizer state in {path} is damaged ({type(exc).__name__}: {exc}); "
                 f"start the run again with `zoo train`"
             ) from None
-    return Checkpoint(weights, card, values.get(_RESUME), optimizer)
+    export = values.get(_EXPORT)
+    return Checkpoint(weights, card, values.get(_RESUME), optimizer, export if isinstance(export, dict) else None)
+
+
+def metadata(path: Path) -> dict[str, Any]:
+    """The metadata values of a safetensors file, read from its header alone (no tensor is loaded)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            return decode(f.metadata() or {}, path)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ZooError(f"{path} is not a readable safetensors file ({exc}); give a file written by zoo") from exc
 
 
 def _optimizer_state(tensors: dict[str, torch.Tensor], saved: dict[str, Any]) -> dict[str, Any]:

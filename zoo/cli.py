@@ -191,10 +191,12 @@ def _format_json(registry: Registry, e: Exporter) -> dict[str, Any]:
     "--data-dir", type=click.Path(file_okay=False), help="Where data sets are stored (default: a per-user cache)."
 )
 def info(name: str, dataset_name: str | None, data_dir: str | None) -> None:
-    """Describe an architecture (layers, parameters, recipes), a data set (classes, files), a folder of images or
-    an export format."""
+    """Describe an architecture (layers, parameters, recipes), a data set (classes, files), a folder of images,
+    an export format, or a model file (its card, precision and proof, read without running it)."""
     from zoo.folders import find_dataset
 
+    if os.path.isfile(name):
+        return _file_info(name)
     registry = get_registry()
     item = find_dataset(name) if os.path.isdir(name) else registry.lookup(name)
     if isinstance(item, Dataset):
@@ -203,6 +205,39 @@ def info(name: str, dataset_name: str | None, data_dir: str | None) -> None:
         _format_info(registry, item)
     else:
         _architecture_info(registry, item, find_dataset(dataset_name) if dataset_name else None)
+
+
+def _file_info(path: str) -> None:
+    from zoo.inspection import inspect_file
+
+    report = inspect_file(path)
+    card, export = report.card, report.export
+    checked = f"sha256 {report.sha256}, as its manifest lists" if report.sha256 else "listed in no manifest beside it"
+    click.echo(f"{report.path}: {report.format} file, {report.bytes:,} bytes, {checked}")
+    trained = f"trained on {card.dataset}" + (f" for {card.epoch} epochs" if card.epoch else "") if card.trained \
+        else "untrained"  # fmt: skip
+    provider = f", provided by {card.provider}" if card.provider else ""
+    click.echo(f"model: {card.architecture}{provider}, {trained}")
+    mean, std = (", ".join(f"{v:g}" for v in values) for values in (card.mean, card.std))
+    click.echo(f"input: {format_shape(card.input_shape)}, normalised with mean {mean} and std {std}")
+    click.echo(f"classes ({card.num_classes}): {', '.join(card.classes[:20])}{' ...' if card.num_classes > 20 else ''}")
+    opset = card.opset if report.path.suffix == ".onnx" else None
+    made = ", ".join(f"{k} {v}" for k, v in (("zoo", card.zoo_version), ("torch", card.torch_version),
+                                             ("ONNX opset", opset)) if v)  # fmt: skip
+    click.echo(f"written by {made or 'an unknown version'}")
+    if not export:
+        click.echo("proof: none recorded (a checkpoint `zoo train` wrote, or a file from an older zoo)")
+        return
+    click.echo(f"precision: {report.precision}; scores: {str(export.get('scores', 'logits')).replace('_', '-')}")
+    proof = export.get("proof") or {}
+    click.echo(f"proof: {', '.join(f'{k} {v}' for k, v in proof.items())}")
+    for c in report.verification:  # an approximate file's distance in float32 rounding steps means nothing
+        change = c.get("accuracy_change")
+        said = (f"accuracy {change * 100:+.2f} points" if isinstance(change, float)
+                else f"{c.get('ulps', 0):.3g} float32 rounding steps")  # fmt: skip
+        verdict = "passed" if c.get("passed") else "FAILED"
+        click.echo(f"  {c.get('inputs')} inputs, batch {c.get('batch_size')}: top-1 agreement "
+                   f"{c.get('top1_agreement', 0):.2%}, {said}: {verdict}")  # fmt: skip
 
 
 def _format_info(registry: Registry, exporter: Exporter) -> None:

@@ -33,6 +33,7 @@ __all__ = [
     "ExportResult",
     "check_batch_sizes",
     "export",
+    "output_kind",
     "rounding_steps",
     "top1_disagreements",
 ]
@@ -209,19 +210,19 @@ def _verify(
     exporter: Exporter,
     path: Path,
     model: torch.nn.Module,
-    card: ModelCard,
+    written: dict[str, Any],
     inputs: _Inputs,
     ulps: float,
 ) -> list[Check]:
-    """Load the written file with its own runtime, check it carries the card, and compare its outputs with the
-    model's on every batch.
+    """Load the written file with its own runtime, check it gives back the metadata ``written`` into it, and compare
+    its outputs with the model's on every batch.
 
     An exact format must be bit-identical.  A float32 one must stay within ``ulps`` rounding steps
     of every output row, and agree on the top class wherever the model's top two are further apart.
     An approximate one is judged on the labelled test images alone (see ``_judge``).
     """
     run, meta = exporter.load(path)
-    changed = [k for k, v in card.to_json().items() if meta.get(k) != v]
+    changed = [k for k, v in written.items() if meta.get(k) != v]
     if changed:
         raise ExportError(
             f"{exporter.name}: the file's runner does not give back the metadata its writer was given "
@@ -309,6 +310,27 @@ def _failure(exporter: Exporter, failed: list[Check], ulps: float) -> str:
     worst = max(c.ulps for c in failed)
     allowed = "0" if exporter.proof == "exact" else f"{ulps:g}"
     return f"{exporter.name} at batch size {sizes} ({worst:.3g} float32 rounding steps; allowed: {allowed})"
+
+
+def output_kind(model: torch.nn.Module, x: np.ndarray) -> str:
+    """What the model's scores are, read off its outputs on ``x``: ``log_probabilities`` (each row's exponentials
+    sum to 1, as after ``log_softmax``), ``probabilities`` (non-negative rows summing to 1) or ``logits``."""
+    with torch.inference_mode():
+        out = model(torch.from_numpy(x)).double()
+    ones = torch.ones(len(out), dtype=torch.float64)
+    if (out <= 1e-6).all() and torch.allclose(out.exp().sum(1), ones, atol=1e-4):
+        return "log_probabilities"
+    if (out >= 0).all() and torch.allclose(out.sum(1), ones, atol=1e-4):
+        return "probabilities"
+    return "logits"
+
+
+def _record(exporter: Exporter, ulps: float, scores: str) -> dict[str, Any]:
+    """What an exported file says about itself (``export`` in its metadata): its format, precision, what its
+    scores are, and the proof it had to pass. The measured result is the manifest's (``verification``): it varies
+    with the CPU that ran the proof, and the same weights must give the same bytes."""
+    return {"format": exporter.name, "precision": exporter.precision, "scores": scores,
+            "proof": _proof(exporter, ulps)}  # fmt: skip
 
 
 def _proof(exporter: Exporter, ulps: float) -> dict[str, Any]:
@@ -414,19 +436,22 @@ def export(
     approximate = any(e.proof == "approximate" for e in exporters)
     inputs = _inputs(card, batch_sizes, dataset, data_dir, result.notices, approximate)
     example = inputs.calibration if inputs.calibration is not None else torch.zeros(2, *card.input_shape)
+    scores = output_kind(model, inputs.batches[-1][1])
     with contextlib.ExitStack() as cleanup:
         proven: dict[str, Path] = {}  # each format's proved file, under its temporary name until all are done
         for exporter in exporters:
             tmp = temp_path(paths[exporter.name])
             cleanup.callback(tmp.unlink, missing_ok=True)  # a file not proved never lands under its final name
+            written = replace(card, opset=max(opset, exporter.min_opset))
+            meta = {**written.to_json(), "export": _record(exporter, ulps, scores)}
             try:
-                exporter.write(model, example, card.to_json(), tmp, opset)
+                exporter.write(model, example, meta, tmp, written.opset or opset)
             except Exception as exc:
                 why = disk_full(exc, paths[exporter.name]) or describe(exc)[:300]
                 result.failures[exporter.name] = f"{exporter.name} could not be written: {why}"
                 continue
             try:
-                checks = _verify(exporter, tmp, model, card, inputs, ulps)
+                checks = _verify(exporter, tmp, model, meta, inputs, ulps)
             except ExportError as exc:
                 result.failures[exporter.name] = str(exc)
                 continue

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_ULPS",
+    "PRECISIONS",
     "Architecture",
     "Dataset",
     "Exporter",
@@ -41,6 +42,7 @@ Builder = str | Callable[..., "nn.Module"]
 Writer = str | Callable[["nn.Module", "Tensor", dict[str, Any], Path, int], None]
 Runner = str | Callable[[Path], tuple[Callable[[Any], Any], dict[str, Any]]]
 Loader = str | Callable[[Split, Path, bool], "tuple[Tensor, Tensor]"]
+Reader = str | Callable[[Path], dict[str, Any]]
 
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
 _COMMAND = re.compile(r"[a-z][a-z0-9-]*")
@@ -48,6 +50,9 @@ _REFERENCE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 MAX_WEIGHTS_BYTES = 1 << 30
 """The largest weights file zoo fetches: a download is cut off at its declared size, and this bounds that size."""
+
+PRECISIONS = ("float32", "bfloat16", "float16", "int8")
+"""What an exported file's numbers can be (``Exporter.precision``)."""
 
 DEFAULT_ULPS = 128.0
 """How far a float32 export may differ from its model (``zoo export --ulps``): this many float32 rounding
@@ -279,6 +284,8 @@ class Exporter(_Registered):
     data) to ``path`` with ``meta`` stored inside the file.
     ``runner(path)`` loads the file with the format's own runtime and returns
     ``(run, meta)``: ``run`` maps a float32 numpy batch N×C×H×W to numpy scores.
+    ``reader(path)``, if given, returns ``meta`` alone, read from the file as data without running anything in it
+    (``zoo info FILE``); without one, ``zoo info`` loads the file with ``runner``.
     """
 
     name: str
@@ -295,6 +302,11 @@ class Exporter(_Registered):
     """``approximate``: the least share of test images whose top class must match the model's."""
     max_accuracy_drop: float = 0.003
     """``approximate``: how much test accuracy (a fraction: 0.003 is 0.3 points) the file may lose."""
+    reader: Reader | None = None
+    precision: str = "float32"
+    """What the file's numbers are: ``float32``, ``float16`` (weights; computed in float32) or ``int8``."""
+    min_opset: int = 0
+    """The lowest ONNX opset the format is written at: a lower ``--opset`` is raised to it for its file."""
     notice: str = ""
     """Said once to the user when the format is written (a deprecation, say)."""
     runs_code: bool = False
@@ -312,6 +324,14 @@ class Exporter(_Registered):
             raise ValueError(f"proof must be 'exact', 'float32' or 'approximate', got {self.proof!r}")
         if not (0 < self.min_agreement <= 1 and 0 <= self.max_accuracy_drop < 1):
             raise ValueError("min_agreement must be in (0, 1] and max_accuracy_drop in [0, 1)")
+        if self.reader is not None and not (callable(self.reader) or _REFERENCE.fullmatch(str(self.reader))):
+            raise ValueError(f"reader must be a callable or a 'package.module:attribute' string, got {self.reader!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.precision != "float32" and self.proof != "approximate":
+            raise ValueError(f"a {self.precision} format is approximate: give it proof='approximate'")
+        if isinstance(self.min_opset, bool) or not isinstance(self.min_opset, int) or not 0 <= self.min_opset <= 100:
+            raise ValueError(f"min_opset must be an ONNX opset (0 for none), got {self.min_opset!r}")
 
     def describe_proof(self, ulps: float = DEFAULT_ULPS) -> str:
         """What a file of this format must show, in words."""
@@ -327,6 +347,12 @@ class Exporter(_Registered):
 
     def load(self, path: Path) -> tuple[Callable[[Any], Any], dict[str, Any]]:
         return self.resolve("runner")(path)  # type: ignore[no-any-return]
+
+    def read_metadata(self, path: Path) -> dict[str, Any]:
+        """The file's metadata: from ``reader`` where the format has one, else from loading it with ``runner``."""
+        if self.reader is None:
+            return self.load(path)[1]
+        return self.resolve("reader")(path)  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True, kw_only=True)
