@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import onnx
@@ -398,6 +399,7 @@ def test_an_approximate_format_is_judged_by_top1_agreement_on_the_test_split(
     assert result.exit_code == 1
     assert "flipping on 2000 test images: top-1 agreement 93.75%" in result.stderr
     assert "needed: on the test split, the model's top class on at least 99.5% of images" in result.stderr
+    assert "(to accept this file: --min-agreement flipping=0.937)" in result.stderr  # the option that changes it
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "mnist_cnn6_16.flipping_allowed.onnx"]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["files"]["flipping_allowed"]["proof"] == {
@@ -551,3 +553,38 @@ def test_zoo_info_prints_a_files_card_precision_and_proof_without_running_it(
     (tmp_path / files["onnx"]["path"]).write_bytes(b"changed")
     shown = zoo("info", str(tmp_path / files["onnx"]["path"]))
     assert shown.exit_code == 1 and "is not the file" in shown.output and "Traceback" not in shown.output
+
+
+WARNING_NET = """
+import warnings
+
+import torch
+import zoo
+
+
+class Net(torch.nn.Module):
+    def __init__(self, input_shape, num_classes):
+        super().__init__()
+        self.fc = torch.nn.Linear(input_shape[0] * input_shape[1] * input_shape[2], num_classes)
+
+    def forward(self, x):
+        warnings.warn("the patch size must divide the image", UserWarning)  # a tracer warns like this, every trace
+        return self.fc(x.flatten(1))
+
+
+@zoo.hookimpl
+def register_architectures(register):
+    register(zoo.Architecture(name="warning_net", builder=Net, summary="a linear layer that warns"))
+"""
+
+
+def test_a_models_warnings_name_the_model_and_format_once_each(fake_dist: FakeDist, tmp_path: Path) -> None:
+    fake_dist("zoo-warning-net", WARNING_NET)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        export("warning_net", ["onnx", "onnx_fp16", "pt2"], untrained=True, out=tmp_path, dataset="sevenseg")
+    said = sorted(str(w.message) for w in caught if "patch size" in str(w.message))
+    assert said == sorted(  # built and run once before any format, then traced and proved per format
+        f"warning_net{where}: the patch size must divide the image" for where in ("", " as onnx", " as onnx_fp16",
+                                                                                 " as pt2")
+    )  # fmt: skip

@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -103,10 +104,11 @@ class ExportResult:
     def table(self) -> str:
         lines = [f"{'format':<12} {'inputs':<7} {'batch':>5} {'max abs':>10} {'ulps':>9} {'top-1':>7} {'accuracy':>9}  "
                  f"result"]  # fmt: skip
-        for c in self.checks:
+        for c in self.checks:  # an approximate file is judged by agreement and accuracy: its rounding steps say nothing
             change = "" if c.accuracy_change is None else f"{c.accuracy_change * 100:+.2f} pt"
+            ulps = "-" if c.accuracy_change is not None else f"{c.ulps:.1f}"
             lines.append(
-                f"{c.format:<12} {c.inputs:<7} {c.batch_size:>5} {c.max_abs:>10.2e} {c.ulps:>9.1f} "
+                f"{c.format:<12} {c.inputs:<7} {c.batch_size:>5} {c.max_abs:>10.2e} {ulps:>9} "
                 f"{c.top1_agreement:>7.2%} {change:>9}  {'ok' if c.passed else 'FAILED'}"
             )
         return "\n".join(lines)
@@ -304,19 +306,35 @@ def _failure(exporter: Exporter, failed: list[Check], ulps: float) -> str:
     if exporter.proof == "approximate":
         c = failed[0]
         change = "" if c.accuracy_change is None else f", accuracy {c.accuracy_change * 100:+.2f} points"
+        options = [f"--min-agreement {exporter.name}={math.floor(c.top1_agreement * 1000) / 1000:g}"]
+        if c.accuracy_change is not None and -c.accuracy_change > exporter.max_accuracy_drop:
+            options.append(f"--max-accuracy-drop {exporter.name}={math.ceil(-c.accuracy_change * 1000) / 1000:g}")
         return (f"{exporter.name} on {c.batch_size} test images: top-1 agreement {c.top1_agreement:.2%}{change}; "
-                f"needed: {exporter.describe_proof()}")  # fmt: skip
+                f"needed: {exporter.describe_proof()} (to accept this file: {' '.join(options)})")  # fmt: skip
     sizes = ", ".join(str(b) for b in sorted({c.batch_size for c in failed}))
     worst = max(c.ulps for c in failed)
     allowed = "0" if exporter.proof == "exact" else f"{ulps:g}"
     return f"{exporter.name} at batch size {sizes} ({worst:.3g} float32 rounding steps; allowed: {allowed})"
 
 
-def output_kind(model: torch.nn.Module, x: np.ndarray) -> str:
+@contextlib.contextmanager
+def _warnings_named(prefix: str) -> Iterator[None]:
+    """Warnings raised inside (a tracer's, say, from a plugin's model), each said once and prefixed with the model and
+    format they came from: writing and proving a file can trace the model several times."""
+    with warnings.catch_warnings(record=True) as caught:  # the filters in force still apply: ignored stays ignored
+        yield
+    said = set()
+    for w in caught:
+        if (w.category, str(w.message)) not in said:
+            said.add((w.category, str(w.message)))
+            warnings.warn(f"{prefix}: {w.message}", w.category, stacklevel=3)
+
+
+def output_kind(model: torch.nn.Module, x: torch.Tensor) -> str:
     """What the model's scores are, read off its outputs on ``x``: ``log_probabilities`` (each row's exponentials
     sum to 1, as after ``log_softmax``), ``probabilities`` (non-negative rows summing to 1) or ``logits``."""
     with torch.inference_mode():
-        out = model(torch.from_numpy(x)).double()
+        out = model(x).double()
     ones = torch.ones(len(out), dtype=torch.float64)
     if (out <= 1e-6).all() and torch.allclose(out.exp().sum(1), ones, atol=1e-4):
         return "log_probabilities"
@@ -419,8 +437,10 @@ def export(
     if not (isinstance(ulps, int | float) and math.isfinite(ulps) and ulps >= 0):
         raise SettingError("ulps", f"must be a finite number of float32 rounding steps, such as {DEFAULT_ULPS:g}")
     notices: list[str] = []
-    model, card, name, default_out, origin = _source(target, weights, Path(runs_dir), untrained, notices)
-    model.eval()
+    with _warnings_named(str(weights or target)):  # the model runs once when built, and once to read its scores
+        model, card, name, default_out, origin = _source(target, weights, Path(runs_dir), untrained, notices)
+        model.eval()
+        scores = output_kind(model, torch.randn(4, *card.input_shape, generator=torch.Generator().manual_seed(0)))
     check_batch_sizes(batch_sizes, card.input_shape)
     card = replace(card, opset=opset, zoo_version=__version__)
     result = ExportResult(Path(out) if out else default_out, notices=notices)
@@ -436,7 +456,6 @@ def export(
     approximate = any(e.proof == "approximate" for e in exporters)
     inputs = _inputs(card, batch_sizes, dataset, data_dir, result.notices, approximate)
     example = inputs.calibration if inputs.calibration is not None else torch.zeros(2, *card.input_shape)
-    scores = output_kind(model, inputs.batches[-1][1])
     with contextlib.ExitStack() as cleanup:
         proven: dict[str, Path] = {}  # each format's proved file, under its temporary name until all are done
         for exporter in exporters:
@@ -444,20 +463,21 @@ def export(
             cleanup.callback(tmp.unlink, missing_ok=True)  # a file not proved never lands under its final name
             written = replace(card, opset=max(opset, exporter.min_opset))
             meta = {**written.to_json(), "export": _record(exporter, ulps, scores)}
-            try:
-                exporter.write(model, example, meta, tmp, written.opset or opset)
-            except Exception as exc:
-                why = disk_full(exc, paths[exporter.name]) or describe(exc)[:300]
-                result.failures[exporter.name] = f"{exporter.name} could not be written: {why}"
-                continue
-            try:
-                checks = _verify(exporter, tmp, model, meta, inputs, ulps)
-            except ExportError as exc:
-                result.failures[exporter.name] = str(exc)
-                continue
-            except Exception as exc:
-                result.failures[exporter.name] = f"{exporter.name} could not be run: {describe(exc)[:300]}"
-                continue
+            with _warnings_named(f"{card.architecture} as {exporter.name}"):
+                try:
+                    exporter.write(model, example, meta, tmp, written.opset or opset)
+                except Exception as exc:
+                    why = disk_full(exc, paths[exporter.name]) or describe(exc)[:300]
+                    result.failures[exporter.name] = f"{exporter.name} could not be written: {why}"
+                    continue
+                try:
+                    checks = _verify(exporter, tmp, model, meta, inputs, ulps)
+                except ExportError as exc:
+                    result.failures[exporter.name] = str(exc)
+                    continue
+                except Exception as exc:
+                    result.failures[exporter.name] = f"{exporter.name} could not be run: {describe(exc)[:300]}"
+                    continue
             result.checks += checks
             if failed := [c for c in checks if not c.passed]:
                 result.failures[exporter.name] = _failure(exporter, failed, ulps)
