@@ -145,24 +145,45 @@ def _references(item: Architecture | Dataset | Exporter) -> Case:
     )
 
 
+GRADIENT_STEPS = 3
+"""Optimizer steps within which every parameter must change: a layer behind one initialised to zero (torchvision's
+``zero_init_residual``, timm's ``zero_init_last``) gets a zero gradient at the first step and a real one after."""
+
+
 def _gradients(arch: Architecture) -> None:
+    """Every parameter gets a finite gradient at each step and changes within GRADIENT_STEPS optimizer steps."""
     import torch
 
     torch.manual_seed(0)
     model = arch.build()
     x, y = torch.randn(8, *arch.input_shape), torch.arange(8) % arch.num_classes
-    torch.nn.functional.cross_entropy(model(x), y).backward()  # type: ignore[no-untyped-call]
-    dead = [
-        name
-        for name, p in model.named_parameters()
-        if p.requires_grad and (p.grad is None or not bool(torch.isfinite(p.grad).all()) or not bool(p.grad.any()))
-    ]
-    if dead:
-        shown = ", ".join(dead[:6]) + (f" and {len(dead) - 6} more" if len(dead) > 6 else "")
-        raise _Fail(
-            f"no finite, nonzero gradient reaches {shown}; check that forward uses every layer, "
-            f"does not detach, and that nothing divides by zero"
-        )
+    params = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    before = {name: p.detach().clone() for name, p in params.items()}
+    optimizer = torch.optim.Adam(params.values(), lr=1e-3)
+    never, broken = set(params), set()
+    for _ in range(GRADIENT_STEPS):
+        optimizer.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(x), y).backward()  # type: ignore[no-untyped-call]
+        broken |= {n for n, p in params.items() if p.grad is not None and not bool(torch.isfinite(p.grad).all())}
+        never -= {n for n, p in params.items() if p.grad is not None}
+        optimizer.step()
+    if broken:
+        raise _Fail(f"non-finite gradients reach {_names(broken, params)}; check that nothing divides by zero "
+                    f"or takes the log of zero")  # fmt: skip
+    if never:
+        raise _Fail(f"no gradient reaches {_names(never, params)}; check that forward uses every layer and "
+                    f"does not detach")  # fmt: skip
+    still = {n for n, p in params.items() if torch.equal(p.detach(), before[n])}
+    if still:
+        raise _Fail(f"{_names(still, params)} did not change in {GRADIENT_STEPS} optimizer steps: their gradient "
+                    f"stays zero; check for a ReLU that never fires or a layer multiplied by a constant "
+                    f"zero")  # fmt: skip
+
+
+def _names(chosen: set[str], order: Mapping[str, object]) -> str:
+    """The parameters ``chosen``, in the model's order, the first six by name."""
+    names = [n for n in order if n in chosen]
+    return ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
 
 
 def _learns(arch: Architecture) -> bool:
@@ -290,7 +311,7 @@ def _architecture_cases(arch: Architecture, registry: Registry, tolerances: Mapp
         )
     found.append(
         case(
-            "every parameter gets a finite, nonzero gradient",
+            f"every parameter gets finite gradients and changes within {GRADIENT_STEPS} steps",
             "check forward and the builder",
             partial(_gradients, arch),
             needs=[builds],
