@@ -361,3 +361,30 @@ def test_a_zero_initialised_residual_branch_passes_and_a_branch_that_never_learn
     failed = {f.check: f for f in check("stuck")}[GRADIENTS]
     assert failed.status == "failed" and failed.detail.startswith("conv1.weight, conv1.bias, norm.weight, norm.bias "
                                                                    "did not change in 3 optimizer steps")  # fmt: skip
+
+
+TAMPERED = """
+import json
+from importlib.resources import files
+
+import zoo
+
+RECORD = json.loads(files("zoo.plugins").joinpath("weights/mnist_cnn6_16-mnist.json").read_text())
+RECORD["file"] = "zoo.plugins:weights/mnist_cnn6_16-mnist.safetensors"  # the built-in's file, under other records
+
+
+@zoo.hookimpl
+def register_weights(register):
+    register(zoo.Weights.from_json(RECORD, tag="wrong_sha", sha256="0" * 64))
+    register(zoo.Weights.from_json(RECORD, tag="wrong_params", params=RECORD["params"] + 1))
+"""
+
+
+def test_the_kit_verifies_every_weights_record_of_a_plugin(fake_dist: FakeDist) -> None:
+    fake_dist("zoo-tampered", TAMPERED)
+    findings = {f"{f.subject}: {f.check}": f for f in check("zoo-tampered")}
+    sha = findings["weights mnist_cnn6_16:wrong_sha: file present, with the recorded sha256 and size"]
+    assert sha.status == "failed" and "the record says 0000" in sha.detail
+    params = findings["weights mnist_cnn6_16:wrong_params: file matches the record and the architecture"]
+    assert params.status == "failed" and "has 60,074 trainable parameters, the record says 60,075" in params.detail
+    assert findings["weights mnist_cnn6_16:wrong_params: file present, with the recorded sha256 and size"].ok

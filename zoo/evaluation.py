@@ -91,7 +91,9 @@ def report(evaluation: Evaluation, classes: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-def _test_split(ds: Dataset, named: str | Path | None, recorded: Path | None) -> tuple[torch.Tensor, torch.Tensor]:
+def _test_split(
+    ds: Dataset, named: str | Path | None, recorded: Path | None, download: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The test split from the data directory the user named, else from the one the run recorded when it is there
     (only read: a folder someone hands over does not choose where zoo downloads), else the usual one."""
     if named is None and recorded is not None:
@@ -99,7 +101,7 @@ def _test_split(ds: Dataset, named: str | Path | None, recorded: Path | None) ->
             return ds.load("test", recorded, download=False)
         except DatasetNotFound:
             pass
-    return ds.load("test", resolve_data_dir(named))
+    return ds.load("test", resolve_data_dir(named), download)
 
 
 @dataclass
@@ -125,13 +127,15 @@ def evaluate(
     data_dir: str | Path | None = None,
     out: str | Path | None = None,
     trust: bool = False,
+    download: bool = True,
 ) -> EvalResult:
     """Score trained weights or an exported file on a data set's test split (default: the one they were trained on).
 
     Writes report.txt, confusion.png and misses.png to ``out`` (default: ``RUN/eval-DATASET``,
     ``WEIGHTS-eval-DATASET`` beside a weights file,
     ``runs/ARCH-TAG-eval-DATASET`` for published weights).  The data directory defaults to the one
-    the run was trained with.  ``trust=True`` allows formats whose files can run code (TorchScript, .pt2).
+    the run was trained with.  ``trust=True`` allows formats whose files can run code (TorchScript, .pt2);
+    ``download=False`` raises DatasetNotFound rather than download a missing data set.
     """
     ref = resolve(model)
     run, card = load_runner(ref, trust)
@@ -152,7 +156,7 @@ def evaluate(
             DataWarning,
             stacklevel=2,
         )
-    images, labels = _test_split(ds, data_dir, ref.data_dir)
+    images, labels = _test_split(ds, data_dir, ref.data_dir, download)
     split = Split(images, labels)
     # Normalise as the training data was, whatever data set is scored now.
     normalize = Normalizer(card.mean, card.std, torch.device("cpu"), False)

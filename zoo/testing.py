@@ -27,7 +27,7 @@ from typing import Literal
 
 from zoo.errors import DatasetNotFound, SettingError, UnknownName, ZooError
 from zoo.loader import get_registry
-from zoo.registry import DEFAULT_ULPS, Architecture, Dataset, Exporter, Registry, format_shape
+from zoo.registry import DEFAULT_ULPS, Architecture, Dataset, Exporter, Registry, Weights, format_shape
 
 __all__ = [
     "REFERENCE_ARCHITECTURES",
@@ -370,6 +370,69 @@ def _exporter_cases(exporter: Exporter, registry: Registry, tolerances: Mapping[
     ]
 
 
+def _weights_file(w: Weights) -> None:
+    """The record's file is there (a download already in the cache), with the sha256 and size recorded."""
+    from zoo import weights
+
+    if w.url and not weights.cached_file(w).is_file():
+        raise _Skip(f"not downloaded here; `zoo weights {w.name} --fetch` downloads it")
+    path = weights.fetch(w, progress=False)
+    if path.stat().st_size != w.size:
+        raise _Fail(f"{path} is {path.stat().st_size:,} bytes, the record says {w.size:,}; publish it again with "
+                    f"`zoo publish`")  # fmt: skip
+
+
+def _weights_match(w: Weights, registry: Registry) -> None:
+    """The file's card and tensors are the record's: architecture, classes, input, normalisation, and the tensor
+    shapes of the architecture (compared on the meta device) with the recorded parameter count."""
+    from zoo import checkpoint, weights
+
+    path = weights.fetch(w, progress=False)
+    saved = checkpoint.load(path)
+    card = saved.card
+    recorded = {"architecture": w.architecture, "classes": w.classes, "input_shape": w.input_shape, "mean": w.mean,
+                "std": w.std}  # fmt: skip
+    differ = [k for k, v in recorded.items() if getattr(card, k) != v]
+    if differ:
+        raise _Fail(f"{path}'s card and the record of {w.name} differ in {', '.join(differ)}; publish it again "
+                    f"with `zoo publish`")  # fmt: skip
+    model = checkpoint.build(saved, path)  # compares the tensors' shapes with the architecture's first
+    params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if params != w.params:
+        raise _Fail(f"{w.name}'s model has {params:,} trainable parameters, the record says {w.params:,}")
+    if w.dataset in registry.datasets:
+        ds = registry.datasets[w.dataset]
+        if (ds.classes, ds.shape) != (w.classes, w.input_shape):
+            raise _Fail(f"the record of {w.name} gives classes or input shape other than data set {ds.name}'s; "
+                        f"publish it again with `zoo publish`")  # fmt: skip
+
+
+def _weights_accuracy(w: Weights, data_dir: str | Path | None) -> None:
+    """``zoo eval ARCH:TAG`` gives the recorded test accuracy, to the image, where the data set is at hand."""
+    from zoo.evaluation import evaluate
+
+    with tempfile.TemporaryDirectory() as out:
+        try:
+            result = evaluate(w.name, data_dir=data_dir, out=out, download=False)
+        except DatasetNotFound as exc:
+            raise _Skip(f"data set {w.dataset} not here ({_oneline(exc)})") from None
+    total = len(result.evaluation.labels)
+    if abs(result.evaluation.accuracy - w.accuracy) > 0.5 / total:
+        raise _Fail(f"{w.name} scores {result.evaluation.accuracy:.4%} on {w.dataset}'s test split, the record says "
+                    f"{w.accuracy:.4%}; publish the weights again with `zoo publish`")  # fmt: skip
+
+
+def _weights_cases(w: Weights, registry: Registry, data_dir: str | Path | None) -> list[Case]:
+    case = partial(Case, f"weights {w.name}")
+    present = case("file present, with the recorded sha256 and size", "publish it with `zoo publish`",
+                   partial(_weights_file, w))  # fmt: skip
+    matches = case("file matches the record and the architecture", "publish it with `zoo publish`",
+                   partial(_weights_match, w, registry), needs=[present])  # fmt: skip
+    accurate = case("reproduces the recorded accuracy", "publish it with `zoo publish`",
+                    partial(_weights_accuracy, w, data_dir), needs=[matches])  # fmt: skip
+    return [present, matches, accurate]
+
+
 def _dataset_cases(ds: Dataset, data_dir: str | Path | None) -> list[Case]:
     from zoo.data import resolve_data_dir
 
@@ -460,6 +523,8 @@ def cases(
                 found += _dataset_cases(registry.datasets[provided_name], data_dir)
             elif kind == "export format":
                 found += _exporter_cases(registry.exporters[provided_name], registry, allowed)
+            elif kind == "weights":
+                found += _weights_cases(registry.weights[provided_name], registry, data_dir)
     return found
 
 

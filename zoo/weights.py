@@ -15,7 +15,7 @@ from zoo.files import atomic_path, cache_root, sha256
 from zoo.loader import get_registry
 from zoo.registry import Weights
 
-__all__ = ["fetch", "packaged", "split_name", "train_command"]
+__all__ = ["cached_file", "fetch", "packaged", "split_name", "train_command"]
 
 _NAME = re.compile(r"([A-Za-z][A-Za-z0-9_-]*):([A-Za-z0-9][A-Za-z0-9_-]*)")
 _BLOCK = 1 << 16
@@ -40,7 +40,8 @@ def _package_file(w: Weights) -> Path:
         return Path(package.replace(".", "/")) / relative  # reported as missing by fetch
 
 
-def _cached_file(w: Weights) -> Path:
+def cached_file(w: Weights) -> Path:
+    """Where a downloaded file of ``w`` is kept."""
     return cache_root() / "weights" / f"{w.architecture}-{w.tag}-{w.sha256[:12]}.safetensors"
 
 
@@ -67,7 +68,7 @@ def fetch(w: Weights, progress: bool = True) -> Path:
                 f"reinstall it: pip install --force-reinstall {distribution}"
             )
         return _check(w, path, f"reinstall {distribution}")
-    path = _cached_file(w)
+    path = cached_file(w)
     if not path.is_file():
         _download(w, path, progress)
     return _check(w, path, "delete it, and zoo downloads it again")
