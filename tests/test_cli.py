@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from conftest import FakeDist
 
 from zoo.cli import cli
 
@@ -91,7 +92,8 @@ def test_info_architecture(name: str, total: str, macs: str) -> None:
     result = zoo("info", name)
     assert result.exit_code == 0, result.output
     assert f"trainable parameters: {total}\n" in result.output
-    assert f"multiply-accumulates per image: {macs}\n" in result.output
+    flops = f"{2 * int(macs.replace(',', '')):,}"  # the published numbers, now counted by FlopCounterMode
+    assert f"multiply-accumulates per image: {macs} (FLOPs: {flops})\n" in result.output
     assert "tutorial recipe: adam" in result.output and "default recipe:" in result.output
 
 
@@ -197,3 +199,37 @@ def test_ctrl_c_during_start_up_exits_130_without_a_traceback(tmp_path: Path) ->
         assert process.stderr is not None
         stderr = process.stderr.read()
     assert "Traceback" not in stderr and stderr.startswith("zoo: ")
+
+
+MATMUL_NET = """
+import torch
+import zoo
+
+
+class Attention(torch.nn.Module):
+    \"\"\"A linear layer, then a product of the activations with themselves outside any layer (as a ViT's q·kᵀ).\"\"\"
+
+    def __init__(self, input_shape, num_classes):
+        super().__init__()
+        self.embed = torch.nn.Linear(input_shape[2], 16)
+        self.head = torch.nn.Linear(input_shape[1] * input_shape[1], num_classes)
+
+    def forward(self, x):
+        q = self.embed(x[:, 0])  # N x H x 16
+        return self.head((q @ q.transpose(1, 2)).flatten(1))  # N x H x H
+
+
+@zoo.hookimpl
+def register_architectures(register):
+    register(zoo.Architecture(name="matmul_net", builder=Attention, summary="a bare matrix product"))
+"""
+
+
+def test_macs_count_matrix_products_outside_layers(fake_dist: FakeDist) -> None:
+    fake_dist("zoo-matmul", MATMUL_NET)
+    result = zoo("info", "matmul_net")
+    assert result.exit_code == 0, result.output
+    embed, product, head = 28 * 28 * 16, 28 * 28 * 16, 28 * 28 * 10  # per image, for 1x28x28 inputs
+    total = embed + product + head
+    assert (f"multiply-accumulates per image: {total:,} (FLOPs: {2 * total:,}), {product:,} of them in products "
+            f"outside the layers") in result.output  # fmt: skip

@@ -27,7 +27,7 @@ from zoo.cli import cli
 from zoo.errors import PluginWarning, UnknownName, ZooError
 from zoo.files import sha256
 from zoo.loader import get_registry
-from zoo.summary import summarize
+from zoo.summary import count_macs, summarize
 from zoo.weights import fetch, split_name, train_command
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,6 +65,7 @@ def test_builtin_weights_are_what_their_records_say(name: str) -> None:
     model = zoo.load(w.architecture, weights=w.tag)
     layers = summarize(model, w.input_shape)
     assert (sum(l.params for l in layers), sum(l.macs for l in layers)) == (w.params, w.macs)
+    assert count_macs(model, w.input_shape) == w.macs  # nothing outside the layers in the built-ins
     assert not model.training and model.zoo_weights is w
     # The command rebuilds the run's settings: it names the architecture, data set and seed it was trained with.
     assert w.command.startswith(f"zoo train {w.architecture} {w.dataset} ") and f"--seed {w.seed}" in w.command

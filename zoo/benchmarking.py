@@ -25,7 +25,7 @@ from zoo.machine import available_cpus, clock_ghz, cpu, describe_machine, flops_
 from zoo.references import ModelRef, resolve
 from zoo.registry import Shape
 from zoo.runtimes import Run, load_runner, torch_runner
-from zoo.summary import summarize
+from zoo.summary import count_macs
 
 __all__ = ["BenchResult", "Contender", "Limits", "Timing", "bench", "measure", "measure_limits"]
 
@@ -290,7 +290,7 @@ def _traffic(model: nn.Module, shape: Shape) -> tuple[int, int]:
     finally:
         for h in handles:
             h.remove()
-    return sum(layer.macs for layer in summarize(model, shape)), elements[0]
+    return count_macs(model, shape), elements[0]
 
 
 def _eager(model: nn.Module, name: str) -> Contender:

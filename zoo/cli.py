@@ -256,11 +256,12 @@ def _format_info(registry: Registry, exporter: Exporter) -> None:
 
 def _architecture_info(registry: Registry, arch: Architecture, dataset: Dataset | None) -> None:
     _load_torch()
-    from zoo.summary import summarize
+    from zoo.summary import count_macs, summarize
 
     shape = dataset.shape if dataset else arch.input_shape
     classes = dataset.num_classes if dataset else arch.num_classes
-    layers = summarize(arch.build(shape, classes), shape)
+    model = arch.build(shape, classes)
+    layers, macs = summarize(model, shape), count_macs(model, shape)
     rows = [(l.name, l.kind, format_shape(l.output_shape), f"{l.params:,}",
              " + ".join(f"{t:,}" for t in l.tensors) if len(l.tensors) > 1 else "", f"{l.macs:,}" if l.macs else "")
             for l in layers]  # fmt: skip
@@ -273,7 +274,9 @@ def _architecture_info(registry: Registry, arch: Architecture, dataset: Dataset 
     click.echo(_table(("layer", "type", "output", "params", "tensors", "MACs"), rows))
     click.echo("")
     click.echo(f"trainable parameters: {sum(l.params for l in layers):,}")
-    click.echo(f"multiply-accumulates per image: {sum(l.macs for l in layers):,}")
+    outside = macs - sum(l.macs for l in layers)  # matrix products in forward itself, outside any layer
+    click.echo(f"multiply-accumulates per image: {macs:,} (FLOPs: {2 * macs:,})"
+               + (f", {outside:,} of them in products outside the layers" if outside else ""))  # fmt: skip
     click.echo(f"default recipe: {arch.default_recipe.describe()}")
     if arch.tutorial_recipe:
         click.echo(f"tutorial recipe: {arch.tutorial_recipe.describe()}")

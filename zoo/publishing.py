@@ -15,7 +15,7 @@ from zoo.machine import describe_machine
 from zoo.references import ModelRef, resolve
 from zoo.registry import Weights, check_name
 from zoo.runtimes import load_model
-from zoo.summary import summarize
+from zoo.summary import count_macs, count_parameters
 from zoo.training import TrainConfig
 from zoo.weights import train_command
 
@@ -59,7 +59,6 @@ def publish(
     writable_dir(target.parent, "pass --out DIR")
     best = ref.path
     scored = evaluate(ref, data_dir=data_dir, out=source / f"eval-{tag}")
-    layers = summarize(model, card.input_shape)
     record = {
         "architecture": card.architecture,
         "tag": tag,
@@ -70,8 +69,8 @@ def publish(
         **{k: v for k, v in card.to_json().items() if k in ("classes", "input_shape", "mean", "std")},
         "accuracy": scored.accuracy,
         "loss": scored.evaluation.loss,
-        "params": sum(l.params for l in layers),
-        "macs": sum(l.macs for l in layers),
+        "params": count_parameters(model),
+        "macs": count_macs(model, card.input_shape),
         "command": train_command(settings),
         "seed": settings["seed"],
         "recipe": TrainConfig(**settings).describe(),
