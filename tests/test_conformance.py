@@ -291,8 +291,22 @@ def test_the_scaffold_installs_and_passes_its_own_tests(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["new-plugin", "scaffolded", "--dir", str(root)])
     assert result.exit_code == 0 and "pip install -e" in result.output
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    subprocess.run([*pip, "install", "--no-build-isolation", "--no-deps", str(root)], check=True, capture_output=True)
+    subprocess.run([*pip, "install", "--no-build-isolation", "--no-deps", "-e", str(root)], check=True,
+                   capture_output=True)  # fmt: skip
     try:
+        # The scaffold's README, as its author follows it: train, publish into the package, use the command.
+        for command in (["train", "scaffolded_net", "scaffolded_blobs", "--epochs", "1", "--out", "runs/first"],
+                        ["publish", "runs/first", "--tag", "blobs", "--out", "zoo_scaffolded/weights"],
+                        ["scaffolded-samples", "--count", "2"]):  # fmt: skip
+            done = subprocess.run([sys.executable, "-m", "zoo", *command], capture_output=True, text=True, cwd=root)
+            assert done.returncode == 0, done.stderr
+        assert len(list((root / "scaffolded-samples").glob("*.png"))) == 2
+        checked = subprocess.run([sys.executable, "-m", "zoo", "check", "zoo-scaffolded", "--strict"],
+                                 capture_output=True, text=True, cwd=root)  # fmt: skip
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        for passed in ("weights scaffolded_net:blobs: reproduces the recorded accuracy",
+                       "command zoo scaffolded-samples: --help runs"):  # fmt: skip
+            assert f"ok    {passed}" in checked.stdout
         tests = subprocess.run(
             [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(root / "tests")],
             capture_output=True,

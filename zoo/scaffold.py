@@ -1,4 +1,5 @@
-"""`zoo new-plugin`: a working plugin package to start from, with one architecture, one data set and a test."""
+"""`zoo new-plugin`: a working plugin package to start from: an architecture, a data set, weights, a command, a
+test."""
 
 from __future__ import annotations
 
@@ -30,17 +31,26 @@ test = ["pytest"]
 
 [tool.setuptools]
 packages = ["zoo_{name}"]
+
+# Published weights ship inside the package: `zoo publish` writes each file and its record into weights/.
+[tool.setuptools.package-data]
+zoo_{name} = ["weights/*.safetensors", "weights/*.json"]
 """
 
 PLUGIN = '''\
-"""zoo plugin {name}: registers the {name}_net architecture and the {name}_blobs data set."""
+"""zoo plugin {name}: the {name}_net architecture, the {name}_blobs data set, their weights, a command."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
 
+import click
+
 import zoo
+from zoo.weights import packaged
+
+CLASSES = ("top left", "top right", "bottom left", "bottom right")
 
 
 def load_blobs(split: str, root: Path, download: bool):
@@ -71,7 +81,7 @@ def register_datasets(register: Callable[[zoo.Dataset], None]) -> None:
             name="{name}_blobs",
             loader=load_blobs,
             summary="a blob in one of four quadrants",
-            classes=("top left", "top right", "bottom left", "bottom right"),
+            classes=CLASSES,
             shape=(1, 28, 28),
             mean=(0.2,),
             std=(0.25,),
@@ -80,6 +90,34 @@ def register_datasets(register: Callable[[zoo.Dataset], None]) -> None:
             downloads=False,
         )
     )
+
+
+@zoo.hookimpl
+def register_weights(register: Callable[[zoo.Weights], None]) -> None:
+    # The weights `zoo publish RUN --out zoo_{name}/weights` wrote: each file with its record (sha256, accuracy).
+    for weights in packaged(__package__):
+        register(weights)
+
+
+@click.command("{name}-samples")
+@click.option("--count", default=8, show_default=True, help="How many test images to save.")
+@click.option("--out", type=click.Path(file_okay=False), default="{name}-samples", show_default=True)
+def samples(count: int, out: str) -> None:
+    """Save test images of {name}_blobs as PNG files named by their class."""
+    from PIL import Image
+
+    images, labels = load_blobs("test", Path(out), False)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    for i in range(min(count, len(labels))):
+        name = str(i) + "-" + CLASSES[int(labels[i])].replace(" ", "_") + ".png"
+        Image.fromarray(images[i, 0].numpy()).save(Path(out) / name)
+    click.echo("wrote " + str(min(count, len(labels))) + " images to " + out)
+
+
+@zoo.hookimpl
+def register_commands(register: Callable[[click.Command], None]) -> None:
+    # `zoo {name}-samples`: errors it raises are reported as zoo's own are.
+    register(samples)
 '''
 
 MODEL = '''\
@@ -119,14 +157,17 @@ def test_conforms(case: testing.Case) -> None:
 README = """\
 # zoo-{name}
 
-A plugin for [zoo](https://pypi.org/project/zoo-classifiers/): the `{name}_net` architecture and the
-`{name}_blobs` data set.
+A plugin for [zoo](https://pypi.org/project/zoo-classifiers/): the `{name}_net` architecture, the
+`{name}_blobs` data set, weights trained on it once you publish them, and a `zoo {name}-samples` command.
 
 ```bash
 pip install -e '.[test]'      # zoo finds the plugin through its `zoo` entry point
 zoo list '{name}*'
-zoo train {name}_net {name}_blobs --epochs 2
-zoo check zoo-{name}           # the conformance kit
+zoo train {name}_net {name}_blobs --epochs 2 --out runs/first
+zoo publish runs/first --tag blobs --out zoo_{name}/weights   # weights {name}_net:blobs, shipped in the package
+zoo {name}-samples             # the plugin's own command: test images as PNG files
+zoo predict {name}_net:blobs {name}-samples/0-*.png
+zoo check zoo-{name} --strict  # the conformance kit: the weights' file, record and accuracy included
 pytest                         # the same kit, from the tests
 ```
 """

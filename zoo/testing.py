@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from zoo.errors import DatasetNotFound, SettingError, UnknownName, ZooError
 from zoo.loader import get_registry
@@ -422,6 +422,15 @@ def _weights_accuracy(w: Weights, data_dir: str | Path | None) -> None:
                     f"{w.accuracy:.4%}; publish the weights again with `zoo publish`")  # fmt: skip
 
 
+def _command_help(command: Any) -> None:
+    from click.testing import CliRunner
+
+    result = CliRunner().invoke(command, ["--help"])
+    if result.exit_code != 0:
+        why = " ".join(str(result.exception or result.output).split())[:300]
+        raise _Fail(f"`zoo {command.name} --help` exits {result.exit_code}: {why}")
+
+
 def _weights_cases(w: Weights, registry: Registry, data_dir: str | Path | None) -> list[Case]:
     case = partial(Case, f"weights {w.name}")
     present = case("file present, with the recorded sha256 and size", "publish it with `zoo publish`",
@@ -525,6 +534,9 @@ def cases(
                 found += _exporter_cases(registry.exporters[provided_name], registry, allowed)
             elif kind == "weights":
                 found += _weights_cases(registry.weights[provided_name], registry, data_dir)
+            elif kind == "command":
+                found.append(Case(f"command zoo {provided_name}", "--help runs", "fix the command",
+                                  partial(_command_help, registry.commands[provided_name])))  # fmt: skip
     return found
 
 
