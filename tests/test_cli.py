@@ -16,6 +16,7 @@ from click.testing import CliRunner, Result
 from conftest import FakeDist
 
 from zoo.cli import cli
+from zoo.loader import get_registry
 
 
 def zoo(*args: str, **env: str) -> Result:
@@ -233,3 +234,14 @@ def test_macs_count_matrix_products_outside_layers(fake_dist: FakeDist) -> None:
     total = embed + product + head
     assert (f"multiply-accumulates per image: {total:,} (FLOPs: {2 * total:,}), {product:,} of them in products "
             f"outside the layers") in result.output  # fmt: skip
+
+
+@pytest.mark.parametrize("arch", sorted({w.architecture for w in get_registry().weights.values()}))
+def test_info_explains_the_default_mark_only_where_it_marks_one(arch: str) -> None:
+    """With one set of weights (a plugin's `--default` ones, say) there is no `*`: the legend went with none."""
+    result = CliRunner().invoke(cli, ["info", arch])
+    assert result.exit_code == 0, result.output
+    table = result.stdout.split("published weights", 1)[1]
+    marked = [line for line in table.splitlines()[2:] if " * " in line]
+    assert len(marked) == (len(get_registry().weights_of(arch)) > 1)
+    assert ("* is the default" in table) == bool(marked)

@@ -6,14 +6,16 @@ The site: every page is in mkdocs.yml's navigation, and every file the README li
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import inspect
+import itertools
 import re
 from pathlib import Path
 
 import pytest
 
-from zoo import Architecture, Dataset, Exporter, hookspecs
+from zoo import Architecture, Dataset, Exporter, ModelCard, Recipe, Weights, hookspecs
 
 ROOT = Path(__file__).resolve().parent.parent
 HOOKS = sorted(name for name in dir(hookspecs) if name.startswith("register_"))
@@ -31,13 +33,21 @@ def test_every_hook_has_a_test_that_implements_it(hook: str) -> None:
     assert any(f"def {hook}(register" in s or f"specname='{hook}'" in s for s in sources)
 
 
-@pytest.mark.parametrize("kind", [Architecture, Dataset, Exporter])
-def test_every_field_a_plugin_gives_is_in_the_guide(kind: type) -> None:
-    """Each field has a row (or shares one) in the kind's table."""
-    text = (ROOT / "docs" / "plugins.md").read_text()
-    table = text.split(f"| `{kind.__name__}` field | meaning |", 1)[1].split("\n\n", 1)[0]
-    documented = {name for row in table.splitlines()[2:] for name in re.findall(r"`(\w+)`", row.split("|")[1])}
-    assert {f.name for f in dataclasses.fields(kind)} == documented
+@pytest.mark.parametrize("kind", [Architecture, Recipe, Dataset, Exporter, Weights, ModelCard])
+def test_every_field_is_on_the_site_with_its_type_default_and_meaning(kind: type) -> None:
+    """mkdocstrings shows a dataclass field (type, default) only where it has a docstring: each one has, and the
+    plugin guide (the API reference, for the card) renders the class."""
+    tree = ast.parse(Path(inspect.getfile(kind)).read_text())
+    (body,) = [node.body for node in tree.body if isinstance(node, ast.ClassDef) and node.name == kind.__name__]
+    documented = {
+        field.target.id
+        for field, after in itertools.pairwise(body)
+        if isinstance(field, ast.AnnAssign) and isinstance(field.target, ast.Name)
+        and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
+    }  # fmt: skip
+    assert {f.name for f in dataclasses.fields(kind)} - documented == set()
+    page = "api.md" if kind is ModelCard else "plugins.md"
+    assert f"::: {kind.__module__}.{kind.__name__}\n" in (ROOT / "docs" / page).read_text()
 
 
 def test_every_docs_page_is_in_the_site_navigation() -> None:

@@ -263,3 +263,16 @@ def test_info_on_a_folder(tmp_path: Path) -> None:
     assert "shape 1x20x24, 2 classes: cat, dog" in result.output and "files: ready" in result.output
     sized = CliRunner().invoke(cli, ["info", "lenet", "--dataset", str(root)])
     assert sized.exit_code == 0 and "input 1x20x24, 2 classes (sized for folder_pets)" in sized.output
+
+
+def test_a_folder_the_architecture_cannot_take_names_the_image_size_that_fits(tmp_path: Path) -> None:
+    root = make_folder(tmp_path / "tiny", {"a": 10, "b": 10}, size=(8, 8))
+    result = CliRunner().invoke(cli, ["train", "lenet", str(root), "--max-steps", "1", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 1 and "cannot take 1x8x8 images" in result.output
+    assert "or resize the folder's images: --image-size 28 --grayscale" in result.output
+    other = make_folder(tmp_path / "other", {"a": 10, "b": 10})  # 20x24: cnn6_16 takes it, its MNIST weights do not
+    init = CliRunner().invoke(cli, ["train", "cnn6", str(other), "--init", "cnn6:mnist", "--max-steps", "1",
+                                    "--out", str(tmp_path / "s")])  # fmt: skip
+    assert init.exit_code == 1 and "fine-tune on a data set of the same image shape" in init.output
+    assert "(this folder's images resized: --image-size 28 --grayscale)" in init.output
+    assert not (tmp_path / "r").exists() and not (tmp_path / "s").exists()

@@ -123,15 +123,19 @@ class ModelCard:
     """The model's identity, its input contract, and where it came from: what every file of it carries."""
 
     architecture: str
+    """The registered architecture that builds the model."""
     classes: tuple[str, ...]
+    """The class names, in the order of the model's outputs."""
     input_shape: tuple[int, int, int]
     """Channels, height, width of one input image."""
     mean: tuple[float, ...]
+    """Per-channel normalisation mean of pixels scaled to [0, 1]."""
     std: tuple[float, ...]
     """Per-channel normalisation of pixels scaled to [0, 1]: ``(x - mean) / std``."""
     dataset: str | None = None
     """The data set trained on: a registered name, or the path of a folder of images (used only when named again)."""
     provider: Provider | None = None
+    """The distribution that registered the architecture, and its version."""
     trained: bool = True
     """False for fresh weights (``zoo export --untrained``)."""
     config: dict[str, Any] = field(default_factory=dict, compare=False)
@@ -141,7 +145,9 @@ class ModelCard:
     metrics: dict[str, Any] = field(default_factory=dict, compare=False)
     """That epoch's record: losses, accuracies, learning rate, speed."""
     zoo_version: str = ""
+    """The zoo version that wrote the file."""
     torch_version: str = ""
+    """The PyTorch version that wrote the file."""
     opset: int | None = None
     """The ONNX opset, in exported files."""
 

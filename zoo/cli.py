@@ -288,7 +288,8 @@ def _architecture_info(registry: Registry, arch: Architecture, dataset: Dataset 
         click.echo(f"notes: {arch.notes}")
     published = registry.weights_of(arch.name)
     if published:
-        click.echo("\npublished weights (`zoo weights`; * is the default):")
+        legend = "; * is the default" if len(published) > 1 else ""  # one set of weights is the default, unmarked
+        click.echo(f"\npublished weights (`zoo weights`{legend}):")
         click.echo(_table(("weights", "data set", "test accuracy", "parameters", "MACs", "size", "provider"),
                           [_weights_row(registry, w) for w in published]))  # fmt: skip
 

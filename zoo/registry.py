@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeAlias
 
 from zoo.errors import PluginWarning, UnknownName, ZooError, describe
+from zoo.images import resize
 from zoo.names import normalize, resolve
 from zoo.polarity import check_invert, should_invert
 
@@ -122,16 +123,23 @@ class Recipe:
     """How to train an architecture: the settings the trainer uses when none are given."""
 
     optimizer: str = "adamw"
+    """``adamw``, ``adam`` or ``sgd`` (give ``sgd`` a larger ``lr``: the defaults are for Adam)."""
     lr: float = 1e-3
+    """The peak learning rate (``onecycle``), or the constant one."""
     batch_size: int = 128
+    """Images per optimizer step, over all processes together."""
     epochs: int = 5
+    """Passes over the training split."""
     schedule: str = "onecycle"
+    """The learning rate over the run: ``constant``, ``onecycle`` (warm up, then anneal) or ``cosine``."""
     warmup: float = 0.25
     """Fraction of the steps over which ``onecycle`` warms up to the peak learning rate."""
     weight_decay: float = 0.0
+    """Decoupled weight decay for ``adamw``; L2 for ``adam`` and ``sgd``."""
     val_split: float = 0.1
     """Fraction of the training split held out for validation."""
     seed: int = 0
+    """Every random draw (initial weights, validation split, batches, augmentation) follows from it."""
     dataset: str | None = None
     """The data set the recipe was written for, if any."""
     limit: int | None = None
@@ -140,6 +148,7 @@ class Recipe:
     """Batched augmentation: ``none``, ``crop`` (random crops after padding), ``flip`` (mirror images at random)
     or ``crop_flip`` (both)."""
     notes: str = ""
+    """Where the settings come from, shown by ``zoo info ARCH``."""
 
     def describe(self) -> str:
         warmup = f" warmup={self.warmup:g}" if self.schedule == "onecycle" else ""
@@ -164,17 +173,26 @@ class Architecture(_Registered):
     """
 
     name: str
+    """Lower-case letters, digits and ``_``, starting with a letter; unique among architectures."""
     builder: Builder
+    """A callable, or a ``"module:attribute"`` string imported on first use (keeps ``zoo list`` fast),
+    called as ``builder(input_shape=(C, H, W), num_classes=N)``; it raises ValueError for a shape it cannot take."""
     summary: str
+    """One line, shown by ``zoo list`` and ``zoo info``."""
     aliases: tuple[str, ...] = ()
+    """Other names users may type (``lenet`` for ``lenet_bn``); the same rules as ``name``."""
     source: str = ""
+    """Where the design comes from (a paper, a tutorial's URL), shown by ``zoo info``."""
     input_shape: Shape = (1, 28, 28)
     """The shape the architecture was designed for."""
     num_classes: int = 10
+    """The class count it was designed for, at least 2 (``zoo export --untrained`` and ``zoo check`` use it)."""
     default_recipe: Recipe = Recipe()
+    """The settings ``zoo train ARCH`` uses; without a data set on the command line, its ``dataset``."""
     tutorial_recipe: Recipe | None = None
     """The original tutorial's exact settings, to reproduce it."""
     notes: str = ""
+    """Anything else a user should know, shown by ``zoo info``."""
 
     kind: ClassVar[str] = "architecture"
     references: ClassVar[tuple[str, ...]] = ("builder",)
@@ -219,19 +237,30 @@ class Dataset(_Registered):
     """An image classification data set with fixed train and test splits."""
 
     name: str
+    """Lower-case letters, digits and ``_``, starting with a letter; unique among data sets."""
     loader: Loader
     """Called as ``loader(split, root, download)``; returns uint8 images N×C×H×W and int64 labels."""
     summary: str
+    """One line, shown by ``zoo list`` and ``zoo info``."""
     classes: tuple[str, ...]
+    """Two or more distinct class names, in label order."""
     shape: Shape
+    """(C, H, W) of every image the loader returns."""
     mean: tuple[float, ...]
+    """Per-channel mean of the training pixels scaled to [0, 1]."""
     std: tuple[float, ...]
+    """Per-channel standard deviation of the training pixels scaled to [0, 1]."""
     train_size: int
+    """Images in the train split the loader returns."""
     test_size: int
+    """Images in the test split the loader returns (``zoo check`` compares it)."""
     aliases: tuple[str, ...] = ()
+    """Other names users may type; the same rules as ``name``."""
     source: str = ""
+    """Where the data comes from (a URL, a paper), shown by ``zoo info``."""
     downloads: bool = True
-    """False for data sets generated on the fly, which need no files."""
+    """True where the files live in the data directory (``--data-dir``), whether the loader downloads them or the
+    user puts them there: ``zoo info`` then shows that directory. False for data generated in memory."""
     location: str = ""
     """For a folder of images: its path, by which zoo finds the data set again (runs, checkpoints)."""
 
@@ -289,11 +318,18 @@ class Exporter(_Registered):
     """
 
     name: str
+    """Lower-case letters, digits and ``_``; ``zoo export ARCH --format NAME`` writes the format."""
     suffix: str
+    """The file suffix, such as ``.onnx``: lower case, starting with a dot. The longest suffix that ends a
+    file's name decides which runner opens it."""
     writer: Writer
+    """A callable or ``"module:attribute"`` string: ``writer(model, example, meta, path, opset)``."""
     runner: Runner
+    """A callable or ``"module:attribute"`` string: ``runner(path)`` returns ``(run, meta)``."""
     summary: str
+    """One line, shown by ``zoo list`` and ``zoo info NAME``."""
     aliases: tuple[str, ...] = ()
+    """Other names users may type; the same rules as ``name``."""
     proof: Literal["exact", "float32", "approximate"] = "float32"
     """How a file is proved: ``exact`` outputs bit-identical to the model's; ``float32`` within float32 rounding
     (``zoo export --ulps``) on real and random inputs; ``approximate`` (int8, float16) judged on the test split's
@@ -303,6 +339,7 @@ class Exporter(_Registered):
     max_accuracy_drop: float = 0.003
     """``approximate``: how much test accuracy (a fraction: 0.003 is 0.3 points) the file may lose."""
     reader: Reader | None = None
+    """Optional: a callable or ``"module:attribute"`` string, ``reader(path)`` returning ``meta``."""
     precision: str = "float32"
     """What the file's numbers are: ``float32``, ``float16`` (weights; computed in float32) or ``int8``."""
     min_opset: int = 0
@@ -365,36 +402,53 @@ class Weights:
     """
 
     architecture: str
+    """The registered architecture the weights are for; weights of an unknown one are dropped with a warning."""
     tag: str
     """Usually the data set the weights were trained on."""
     sha256: str
+    """The file's SHA-256, 64 lower-case hex digits, checked before every use."""
     size: int
     """The file's length in bytes; a download is cut off beyond it."""
     file: str = ""
+    """Package data: ``"package:path/in/it.safetensors"``. Give ``file`` or ``url``, not both."""
     url: str = ""
+    """An http(s) download, kept in zoo's cache directory (``$ZOO_CACHE_DIR``) once its sha256 matches."""
     dataset: str
+    """The data set the weights were trained and scored on."""
     classes: tuple[str, ...]
+    """The class names, in the order of the model's outputs."""
     input_shape: Shape
+    """(C, H, W) of the images the model takes."""
     mean: tuple[float, ...]
+    """Per-channel normalisation mean the model was trained with."""
     std: tuple[float, ...]
+    """Per-channel normalisation standard deviation the model was trained with."""
     accuracy: float
     """Top-1 accuracy on the data set's test split, as ``zoo eval ARCH:TAG`` measures it."""
     loss: float
+    """Mean cross-entropy on the test split."""
     params: int
+    """Trainable parameters."""
     macs: int
     """Multiply-accumulates per image."""
     command: str = ""
     """The ``zoo train`` command that produced the file, every setting spelt out."""
     seed: int = 0
+    """The training seed."""
     recipe: str = ""
+    """The training settings in words (``zoo.Recipe.describe``)."""
     train_seconds: float = 0.0
+    """Wall-clock training time."""
     machine: str = ""
     """Where it was trained (CPU model and vector features, threads): that machine reproduces it bit for bit."""
     zoo_version: str = ""
+    """The zoo version that trained them."""
     torch_version: str = ""
+    """The PyTorch version that trained them."""
     default: bool = False
     """The architecture's default weights (otherwise its first registered ones are)."""
     notes: str = ""
+    """Anything else: what a recipe changed, why a goal was missed."""
 
     aliases: ClassVar[tuple[str, ...]] = ()
 
@@ -449,10 +503,31 @@ class Weights:
         c, h, w = self.input_shape
         colour = v2.Grayscale(1) if c == 1 else v2.RGB()
         scale = v2.ToDtype(torch.float32, scale=True)
-        steps: list[Any] = [v2.ToImage(), colour, v2.Resize((h, w), antialias=True),
+        steps: list[Any] = [v2.ToImage(), colour, _Resize((h, w)),
                             _Polarity(self.mean, check_invert(invert)), scale,
                             v2.Normalize(list(self.mean), list(self.std))]  # fmt: skip
         return v2.Compose(steps)  # type: ignore[no-any-return]
+
+
+class _Resize:
+    """A transform step: a uint8 image resized as ``zoo predict`` resizes image files (``zoo.images.resize``)."""
+
+    def __init__(self, size: tuple[int, int]) -> None:
+        self.size = size
+
+    def __call__(self, image: Tensor) -> Tensor:
+        import numpy as np
+        import torch
+        from PIL import Image
+        from torchvision import tv_tensors
+
+        pixels = image.numpy()  # C×H×W
+        if pixels.shape[1:] == self.size:
+            return image
+        resized = np.array(resize(Image.fromarray(pixels[0] if len(pixels) == 1 else pixels.transpose(1, 2, 0)),
+                                    self.size))  # fmt: skip
+        chw = resized[None] if resized.ndim == 2 else resized.transpose(2, 0, 1)
+        return tv_tensors.wrap(torch.from_numpy(np.ascontiguousarray(chw)), like=image)  # type: ignore[no-any-return]
 
 
 class _Polarity:

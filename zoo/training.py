@@ -525,7 +525,13 @@ def train(
 
         torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)  # the initial weights depend on the seed alone
-        model = arch.build(ds.shape, ds.num_classes).to(device).to(memory_format=torch.channels_last)
+        try:
+            model = arch.build(ds.shape, ds.num_classes)
+        except ZooError as exc:
+            if not ds.location:
+                raise
+            raise ZooError(f"{exc}, or resize the folder's images: {_resized(arch.input_shape)}") from exc
+        model = model.to(device).to(memory_format=torch.channels_last)
         resuming = resume is not None and (Path(resume) / runs.LAST).is_file()
         init_sha256 = _initialise(model, config.init, arch, ds) if config.init and not resuming else None
         optimizer = _make_optimizer(config, model, device)
@@ -689,6 +695,11 @@ def _resume(
     return history, state
 
 
+def _resized(shape: tuple[int, ...]) -> str:
+    """The options that make a folder's images ``shape`` (C, H, W): ``--image-size`` makes them square."""
+    return f"--image-size {max(shape[1:])} " + ("--grayscale" if shape[0] == 1 else "--color")
+
+
 def _initialise(model: nn.Module, source: str, arch: Architecture, ds: Dataset) -> str:
     """Copy the weights ``source`` names into the new model; returns their file's sha256, for the run's record.
 
@@ -709,7 +720,8 @@ def _initialise(model: nn.Module, source: str, arch: Architecture, ds: Dataset) 
         raise SettingError(
             "init",
             f"{source} was trained on {format_shape(card.input_shape)} images, {ds.name} "
-            f"has {format_shape(ds.shape)}; fine-tune on a data set of the same image shape",
+            f"has {format_shape(ds.shape)}; fine-tune on a data set of the same image shape"
+            + (f" (this folder's images resized: {_resized(card.input_shape)})" if ds.location else ""),
         )
     own = model.state_dict()
     head = sorted(k for k, v in saved.weights.items() if k in own and own[k].shape != v.shape)
