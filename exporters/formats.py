@@ -261,17 +261,25 @@ def read_onnx(path: Path) -> dict[str, Any]:
     return decode({entry.key: entry.value for entry in proto.metadata_props}, path)
 
 
-def run_onnx(path: Path) -> tuple[Run, dict[str, Any]]:
-    """Checked with onnx's checker and zoo's bounds (no external data, no control flow, sizes known), then run by
-    onnxruntime on the CPU."""
+def load_checked_onnx(path: Path) -> Any:
+    """The ONNX file as a ModelProto, once onnx's checker and zoo's bounds (no external data, no control flow, sizes
+    known) have passed it: what every runtime of ONNX files reads."""
     import onnx
-    import onnxruntime
 
     from zoo.onnx_guard import check_onnx
 
     proto = onnx.load(str(path), load_external_data=False)
     check_onnx(proto, path)
     onnx.checker.check_model(proto)
+    return proto
+
+
+def run_onnx(path: Path) -> tuple[Run, dict[str, Any]]:
+    """Checked with onnx's checker and zoo's bounds (no external data, no control flow, sizes known), then run by
+    onnxruntime on the CPU."""
+    import onnxruntime
+
+    proto = load_checked_onnx(path)
     session = onnxruntime.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from zoo import Architecture, Dataset, Exporter, ModelCard, Recipe, Weights, hookspecs
+from zoo import Architecture, Dataset, Exporter, ModelCard, Recipe, Runtime, Weights, hookspecs
 
 ROOT = Path(__file__).resolve().parent.parent
 HOOKS = sorted(name for name in dir(hookspecs) if name.startswith("register_"))
@@ -33,7 +33,7 @@ def test_every_hook_has_a_test_that_implements_it(hook: str) -> None:
     assert any(f"def {hook}(register" in s or f"specname='{hook}'" in s for s in sources)
 
 
-@pytest.mark.parametrize("kind", [Architecture, Recipe, Dataset, Exporter, Weights, ModelCard])
+@pytest.mark.parametrize("kind", [Architecture, Recipe, Dataset, Exporter, Runtime, Weights, ModelCard])
 def test_every_field_is_on_the_site_with_its_type_default_and_meaning(kind: type) -> None:
     """mkdocstrings shows a dataclass field (type, default) only where it has a docstring: each one has, and the
     plugin guide (the API reference, for the card) renders the class."""

@@ -17,7 +17,7 @@ from zoo.errors import AmbiguousName, DatasetNotFound, PluginWarning, SettingErr
 from zoo.hookspecs import hookimpl
 from zoo.loader import get_registry, load_registry
 from zoo.references import ModelRef, resolve
-from zoo.registry import Architecture, Dataset, Exporter, Plugin, Recipe, Registry, Weights
+from zoo.registry import Architecture, Dataset, Exporter, Plugin, Recipe, Registry, Runtime, Weights
 from zoo.version import __version__
 
 # No submodule is named like a function here, so these names are always the functions.
@@ -54,6 +54,7 @@ __all__ = [
     "Provider",
     "Recipe",
     "Registry",
+    "Runtime",
     "SettingError",
     "UnknownName",
     "Weights",

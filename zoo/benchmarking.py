@@ -33,7 +33,7 @@ MAX_ROUNDS = 100
 """With at most 60 s per runtime, batch size and round, a benchmark still ends."""
 EAGER = ("eager", "eager_cl", "eager_bf16")
 """PyTorch in inference mode: NCHW float32, channels-last float32, and channels-last under bfloat16 autocast."""
-BYTES = {"float32": 4, "bfloat16": 2, "int8": 1}
+BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "int8": 1}
 
 
 @dataclass
@@ -145,17 +145,18 @@ class BenchResult:
         call; at the largest batch size, the share of the same-run matrix-multiply peak and of the model's roofline
         that this is."""
         batches = [t.batch for t in next(iter(self.timings.values()))]
-        head = f"{'runtime':<12} {'precision':<9}" + "".join(
+        width = max(12, *map(len, self.timings))
+        head = f"{'runtime':<{width}} {'precision':<9}" + "".join(
             f" {f'batch {b}: median ms (p90)':>27} {'img/s':>9}" for b in batches
         )
         lines = [f"{self.source} on {self.machine}", self._limits_line(), f"{head} {'% peak':>6} {'% roofline':>10}"]
         for name, timings in self.timings.items():
-            row = f"{name:<12} {self.precisions[name]:<9}"
+            row = f"{name:<{width}} {self.precisions[name]:<9}"
             for t in timings:
                 row += f" {f'{t.median_ms:.3f} ({t.p90_ms:.3f})':>27} {t.images_per_s:9,.0f}"
             last = timings[-1]
             lines.append(f"{row} {_percent(last.peak_percent):>6} {_percent(last.roofline_percent):>10}")
-        lines += [f"{name:<12} not timed: {why}" for name, why in self.skipped.items()]
+        lines += [f"{name:<{width}} not timed: {why}" for name, why in self.skipped.items()]
         lines += [f"limit fault: {fault}" for fault in self.faults]
         lines.append("img/s: the batch size over the median call, the statistic of the ms column")
         for b in batches:
@@ -343,6 +344,7 @@ def bench(
     seconds: float = 0.25,
     data_dir: str | Path | None = None,
     trust: bool = False,
+    runtimes: Sequence[str] = (),
 ) -> BenchResult:
     """Time ``target`` (an architecture, ``ARCH:TAG``, a run, or an exported file) in each runtime.
 
@@ -350,6 +352,10 @@ def bench(
     `zoo export` proves them; approximate formats need the data set's test images under ``data_dir``) and each
     file is timed with its own runtime, beside PyTorch eager.  An exported file is timed alone; one whose format
     can run code needs ``trust=True``.
+
+    ``runtimes`` (``"NAME[:PRECISION]"``, as ``zoo list`` shows them) also times each file of a format the runtime
+    runs in it, once proved against the file's own runtime (``zoo.runtimes.load_runner``); one that fails its proof
+    is not timed, and says why.
     """
     check_batch_sizes(batch_sizes)
     if not 1 <= rounds <= MAX_ROUNDS:
@@ -380,6 +386,7 @@ def bench(
             name = ref.exporter.name
             contenders.append(Contender(name, _precision(source), run))
             model = _counting_model(card, notes)
+            written = {name: source}
         else:
             names = wanted or [*EAGER, *(e for e in registry.exporters if e != "safetensors")]
             files = [n for n in names if n not in EAGER]
@@ -408,6 +415,20 @@ def bench(
                     run, _ = registry.exporter(name).load(result.files[name])  # written and proved just now
                     contenders.append(Contender(name, _precision(result.files[name]), run))
             check_batch_sizes(batch_sizes, card.input_shape)
+            written = result.files
+        for spec in runtimes:  # each file a runtime runs, in it, proved first
+            runtime = registry.runtime(spec.partition(":")[0])
+            asked = spec.partition(":")[2]
+            for fmt, path in written.items():
+                int8 = registry.exporter(fmt).precision == "int8"
+                if fmt in runtime.formats and not (int8 and asked not in ("", "int8")):  # an int8 file computes in int8
+                    label = f"{fmt}/{runtime.name}{spec[spec.find(':') :] if ':' in spec else ''}"
+                    try:
+                        proved = load_runner(path, trust, runtime=spec, data_dir=data_dir)[0]
+                    except ZooError as exc:
+                        skipped[label] = str(exc)
+                        continue
+                    contenders.append(Contender(label, getattr(proved, "precision", "float32"), proved))
         if not contenders:
             raise ZooError(f"nothing to time: {'; '.join(f'{k}: {v}' for k, v in skipped.items())}")
         precisions = {c.name: c.precision for c in contenders}

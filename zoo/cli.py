@@ -19,7 +19,8 @@ import click
 from zoo.errors import DataWarning, PluginWarning, SettingError, ZooError
 from zoo.files import writable_dir
 from zoo.loader import get_registry
-from zoo.registry import DEFAULT_ULPS, Architecture, Dataset, Exporter, Registry, Weights, format_shape
+from zoo.names import normalize
+from zoo.registry import DEFAULT_ULPS, Architecture, Dataset, Exporter, Registry, Runtime, Weights, format_shape
 from zoo.version import __version__
 
 if TYPE_CHECKING:
@@ -110,7 +111,7 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells)
 
 
-def _matches(item: Architecture | Dataset | Exporter, patterns: Sequence[str]) -> bool:
+def _matches(item: Architecture | Dataset | Exporter | Runtime, patterns: Sequence[str]) -> bool:
     names = [item.name, *item.aliases]
     return not patterns or any(fnmatch.fnmatch(n, p.lower().replace("-", "_")) for n in names for p in patterns)
 
@@ -129,15 +130,17 @@ def cli(debug: bool) -> None:
 @click.argument("patterns", nargs=-1)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 def list_(patterns: tuple[str, ...], as_json: bool) -> None:
-    """List architectures, data sets and export formats, optionally only those matching glob PATTERNS."""
+    """List architectures, data sets, export formats and runtimes, optionally only those matching glob PATTERNS."""
     registry = get_registry()
     archs = [a for a in registry.architectures.values() if _matches(a, patterns)]
     sets = [d for d in registry.datasets.values() if _matches(d, patterns)]
     formats = [e for e in registry.exporters.values() if _matches(e, patterns)]
+    runtimes = [r for r in registry.runtimes.values() if _matches(r, patterns)]
     if as_json:
         click.echo(json.dumps({"architectures": [_arch_json(registry, a) for a in archs],
                                "datasets": [_dataset_json(registry, d) for d in sets],
-                               "formats": [_format_json(registry, e) for e in formats]}, indent=2))  # fmt: skip
+                               "formats": [_format_json(registry, e) for e in formats],
+                               "runtimes": [_runtime_json(registry, r) for r in runtimes]}, indent=2))  # fmt: skip
         return
     sections = []
     if archs:
@@ -157,12 +160,18 @@ def list_(patterns: tuple[str, ...], as_json: bool) -> None:
             ("name", "aliases", "suffix", "summary", "provider"),
             [(e.name, ", ".join(e.aliases), e.suffix, e.summary, registry.provider(e).label) for e in formats],
         ))  # fmt: skip
+    if runtimes:
+        sections.append("Runtimes (zoo predict|eval|bench MODEL --runtime NAME[:PRECISION])\n" + _table(
+            ("name", "aliases", "formats", "precisions", "summary", "provider"),
+            [(r.name, ", ".join(r.aliases), ", ".join(r.formats), ", ".join(r.precisions), r.summary,
+              registry.provider(r).label) for r in runtimes],
+        ))  # fmt: skip
     if not sections:
         raise ZooError(f"nothing matches {' '.join(patterns)}; run `zoo list` without a pattern to see everything")
     click.echo("\n\n".join(sections))
 
 
-def _provider_json(registry: Registry, item: Architecture | Dataset | Exporter | Weights) -> dict[str, str]:
+def _provider_json(registry: Registry, item: Architecture | Dataset | Exporter | Runtime | Weights) -> dict[str, str]:
     plugin = registry.provider(item)
     return {"distribution": plugin.distribution, "version": plugin.version, "plugin": plugin.name}
 
@@ -184,6 +193,11 @@ def _format_json(registry: Registry, e: Exporter) -> dict[str, Any]:
             "runs_code": e.runs_code, "provider": _provider_json(registry, e)}  # fmt: skip
 
 
+def _runtime_json(registry: Registry, r: Runtime) -> dict[str, Any]:
+    return {"name": r.name, "aliases": list(r.aliases), "formats": list(r.formats), "precisions": list(r.precisions),
+            "summary": r.summary, "source": r.source, "provider": _provider_json(registry, r)}  # fmt: skip
+
+
 @cli.command()
 @click.argument("name")
 @click.option("--dataset", "dataset_name", metavar="DATASET", help="Show an architecture sized for this data set.")
@@ -192,12 +206,18 @@ def _format_json(registry: Registry, e: Exporter) -> dict[str, Any]:
 )
 def info(name: str, dataset_name: str | None, data_dir: str | None) -> None:
     """Describe an architecture (layers, parameters, recipes), a data set (classes, files), a folder of images,
-    an export format, or a model file (its card, precision and proof, read without running it)."""
+    an export format, a runtime, or a model file (its card, precision and proof, read without running it)."""
     from zoo.folders import find_dataset
 
     if os.path.isfile(name):
         return _file_info(name)
     registry = get_registry()
+    if (
+        not os.path.isdir(name)
+        and name not in registry.architectures
+        and normalize(name) in {normalize(s) for r in registry.runtimes.values() for s in (r.name, *r.aliases)}
+    ):
+        return _runtime_info(registry, registry.runtime(name))
     item = find_dataset(name) if os.path.isdir(name) else registry.lookup(name)
     if isinstance(item, Dataset):
         _dataset_info(registry, item, data_dir)
@@ -205,6 +225,18 @@ def info(name: str, dataset_name: str | None, data_dir: str | None) -> None:
         _format_info(registry, item)
     else:
         _architecture_info(registry, item, find_dataset(dataset_name) if dataset_name else None)
+
+
+def _runtime_info(registry: Registry, runtime: Runtime) -> None:
+    click.echo(f"{runtime.name}: {runtime.summary}; provided by {registry.provider(runtime).label}")
+    if runtime.aliases:
+        click.echo(f"aliases: {', '.join(runtime.aliases)}")
+    click.echo(f"runs: {', '.join(runtime.formats)} files")
+    click.echo(f"computes in: {', '.join(runtime.precisions)} (the first by default; int8 files in int8)")
+    if runtime.source:
+        click.echo(f"source: {runtime.source}")
+    click.echo(f"use: zoo predict MODEL IMAGE --runtime {runtime.name}[:PRECISION]; proved against the file's own "
+               f"runtime first")  # fmt: skip
 
 
 def _file_info(path: str) -> None:
@@ -471,6 +503,12 @@ def _torchrun(ctx: click.Context, nproc: int) -> None:
     ctx.exit(0)
 
 
+RUNTIME_HELP = (
+    "Run the model in this registered runtime (`zoo list`), proved against the file's own first; "
+    "PRECISION: float32 (default), bfloat16 or float16 where the runtime offers it."
+)
+
+
 def _evaluation_text(evaluation: Any, classes: Sequence[str]) -> str:
     from zoo.evaluation import report
 
@@ -494,7 +532,9 @@ def _model(given: str) -> ModelRef:
 @click.option("--out", type=click.Path(file_okay=False), help="Where to write report.txt and the plots.")
 @click.option("--json", "as_json", is_flag=True, help="Print accuracy and per-class figures as JSON.")
 @click.option("--trust", is_flag=True, help="Load TorchScript and .pt2 files, which run code they carry.")
-def eval_(weights: str, dataset: str | None, data_dir: str | None, out: str | None, as_json: bool, trust: bool) -> None:
+@click.option("--runtime", metavar="NAME[:PRECISION]", help=RUNTIME_HELP)
+def eval_(weights: str, dataset: str | None, data_dir: str | None, out: str | None, as_json: bool, trust: bool,
+          runtime: str | None) -> None:  # fmt: skip
     """Score trained weights on DATASET's test split (default: the data set they were trained on).
 
     RUN_OR_WEIGHTS is a run directory, a .safetensors, .onnx, .pt or .pt2 file, published weights ARCH:TAG, or an
@@ -503,12 +543,14 @@ def eval_(weights: str, dataset: str | None, data_dir: str | None, out: str | No
     _load_torch()
     from zoo.evaluation import evaluate
 
-    result = evaluate(_model(weights), dataset, data_dir=data_dir, out=out, trust=trust)
+    result = evaluate(_model(weights), dataset, data_dir=data_dir, out=out, trust=trust, runtime=runtime)
+    if result.runtime:
+        click.echo(f"runtime: {result.runtime}", err=True)
     if as_json:
         precision, recall = result.evaluation.precision_recall()
         click.echo(json.dumps({
             "weights": str(result.weights), "dataset": result.dataset, "accuracy": result.accuracy,
-            "loss": result.evaluation.loss, "out": str(result.out),
+            "loss": result.evaluation.loss, "out": str(result.out), "runtime": result.runtime or None,
             "per_class": {c: {"precision": float(p), "recall": float(r)}
                           for c, p, r in zip(result.classes, precision, recall, strict=True)},
         }, indent=2))  # fmt: skip
@@ -527,17 +569,24 @@ def eval_(weights: str, dataset: str | None, data_dir: str | None, out: str | No
                    "training data's, such as dark ink on white paper for MNIST models].")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the predictions as JSON.")
 @click.option("--trust", is_flag=True, help="Load TorchScript and .pt2 files, which run code they carry.")
+@click.option("--runtime", metavar="NAME[:PRECISION]", help=RUNTIME_HELP)
+@click.option("--data-dir", type=click.Path(file_okay=False),
+              help="Where data sets are stored: a bfloat16 or int8 --runtime is proved on the test split.")  # fmt: skip
 @click.pass_context
 def predict(ctx: click.Context, weights: str, images: tuple[str, ...], top_k: int, invert: bool | None, as_json: bool,
-            trust: bool) -> None:  # fmt: skip
+            trust: bool, runtime: str | None, data_dir: str | None) -> None:  # fmt: skip
     """Classify image files (PNG, JPEG; any size or colour mode) with trained weights.
 
     RUN_OR_WEIGHTS is a run directory, an exported file, published weights ARCH:TAG (`zoo weights`), or an
     architecture (its newest run in ./runs, else its default weights).
     """
-    from zoo.prediction import predict as run_prediction  # imports only the file's own runtime
+    from zoo.prediction import classify
+    from zoo.runtimes import load_runner  # imports only the file's own runtime (and the one asked for)
 
-    results = run_prediction(_model(weights), images, top_k=top_k, invert=invert, trust=trust)
+    run, card = load_runner(_model(weights), trust, runtime=runtime, data_dir=data_dir)
+    if runtime:
+        click.echo(f"runtime: {run}", err=True)
+    results = classify(run, card, images, top_k, invert)
     for r in results:
         if r.error:
             click.echo(f"zoo: error: {r.error}", err=True)
@@ -670,6 +719,8 @@ def _integers(value: str, option: str) -> list[int]:
 @click.option("--data-dir", type=click.Path(file_okay=False),
               help="Where data sets are stored: int8 and fp16 files are proved on the test split.")  # fmt: skip
 @click.option("--trust", is_flag=True, help="Load a TorchScript or .pt2 FILE, which runs code it carries.")
+@click.option("--runtime", "runtimes", multiple=True, metavar="NAME[:PRECISION]",
+              help="Also time each file a registered runtime runs, in it, proved first (repeatable).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Also draw images/s per runtime into this PNG file.")
 def bench(target: str, formats: str | None, batch_sizes: str, as_json: bool, plot: str | None, **options: Any) -> None:

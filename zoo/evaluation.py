@@ -111,6 +111,8 @@ class EvalResult:
     evaluation: Evaluation
     classes: tuple[str, ...]
     out: Path
+    runtime: str = ""
+    """The registered runtime it was scored in, its precision and its proof; empty for the file's own runtime."""
 
     @property
     def accuracy(self) -> float:
@@ -128,6 +130,7 @@ def evaluate(
     out: str | Path | None = None,
     trust: bool = False,
     download: bool = True,
+    runtime: str | None = None,
 ) -> EvalResult:
     """Score trained weights or an exported file on a data set's test split (default: the one they were trained on).
 
@@ -135,10 +138,12 @@ def evaluate(
     ``WEIGHTS-eval-DATASET`` beside a weights file,
     ``runs/ARCH-TAG-eval-DATASET`` for published weights).  The data directory defaults to the one
     the run was trained with.  ``trust=True`` allows formats whose files can run code (TorchScript, .pt2);
-    ``download=False`` raises DatasetNotFound rather than download a missing data set.
+    ``download=False`` raises DatasetNotFound rather than download a missing data set. ``runtime`` scores the model
+    in a registered runtime, ``"NAME[:PRECISION]"``, once proved against the file's own (``EvalResult.runtime``
+    says how).
     """
     ref = resolve(model)
-    run, card = load_runner(ref, trust)
+    run, card = load_runner(ref, trust, runtime=runtime, data_dir=data_dir)
     if dataset is None and (card.dataset is None or card.dataset_is_folder):
         found = f"was trained on the folder {card.dataset}" if card.dataset else "records no data set"
         raise ZooError(f"{ref} {found}; name the data set to score it on: zoo eval {ref} DATASET_OR_FOLDER")
@@ -170,7 +175,7 @@ def evaluate(
     else:
         target = ref.path.with_name(f"{ref.path.stem}-eval-{ds.name}")
     writable_dir(target, "pass --out DIR")
-    result = EvalResult(ref.path, ds.name, scored, ds.classes, target)
+    result = EvalResult(ref.path, ds.name, scored, ds.classes, target, str(run) if runtime else "")
     write_text(target / "report.txt", result.report() + "\n")
     plots.confusion(scored.confusion, ds.classes, target / "confusion.png")
     plots.misses(images, labels, scored.predictions, ds.classes, target / "misses.png")

@@ -23,7 +23,7 @@ from zoo.folders import dataset_for_model
 from zoo.loader import get_registry
 from zoo.references import ModelRef, resolve
 from zoo.registry import DEFAULT_ULPS, Exporter
-from zoo.runtimes import load_model
+from zoo.runtimes import FLOAT32_EPS, MAX_TEST_IMAGES, load_model, rounding_steps
 from zoo.version import __version__
 
 __all__ = [
@@ -48,22 +48,8 @@ class ExportError(ZooError):
         self.result = result
 
 
-FLOAT32_EPS = float(np.finfo(np.float32).eps)
-MAX_TEST_IMAGES = 10_000
-"""An approximate format is judged on at most this many of the test split's images."""
 CALIBRATION_IMAGES = 256
 """Training images handed to an approximate format's writer (``example``) to calibrate on."""
-
-
-def rounding_steps(expected: np.ndarray, got: np.ndarray) -> np.ndarray:
-    """Each row's largest difference, in float32 rounding steps at the row's scale: its largest output, or 1.
-
-    A float32 graph that fuses or reorders operations rounds differently: its outputs move by a few
-    steps of float32 rounding (2^-23 relative) of the values being summed.  The largest output of
-    the row stands for those; below 1 the inputs and activations (of order 1 after normalisation) do.
-    """
-    scale = np.maximum(np.abs(expected).max(axis=1), 1.0)
-    return np.abs(got - expected).max(axis=1) / (FLOAT32_EPS * scale)  # type: ignore[no-any-return]
 
 
 def top1_disagreements(expected: np.ndarray, got: np.ndarray, ulps: float) -> int:

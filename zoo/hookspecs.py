@@ -10,7 +10,7 @@ import pluggy
 if TYPE_CHECKING:
     import click
 
-    from zoo.registry import Architecture, Dataset, Exporter, Weights
+    from zoo.registry import Architecture, Dataset, Exporter, Runtime, Weights
 
 hookspec = pluggy.HookspecMarker("zoo")
 hookimpl = pluggy.HookimplMarker("zoo")
@@ -42,6 +42,16 @@ def register_exporters(register: Callable[[Exporter], None]) -> None:
     Call ``register(zoo.Exporter(...))`` once per format.  ``zoo export`` writes
     each file with ``writer`` and proves it with ``runner``, which must load the
     written file with the format's own runtime.
+    """
+
+
+@hookspec
+def register_runtimes(register: Callable[[Runtime], None]) -> None:
+    """Register runtimes for export formats' files.
+
+    Call ``register(zoo.Runtime(...))`` once per runtime.  ``zoo predict|eval|bench|serve --runtime NAME[:PRECISION]``
+    runs a file with it, once zoo has proved it against the format's own runner: within float32 rounding for
+    float32, by the format's approximate policy on the test split for bfloat16 or int8.
     """
 
 

@@ -15,7 +15,7 @@ import pluggy
 
 from zoo import hookspecs
 from zoo.errors import PluginWarning, describe
-from zoo.registry import Architecture, Dataset, Exporter, Plugin, Registrable, Registry, Weights
+from zoo.registry import Architecture, Dataset, Exporter, Plugin, Registrable, Registry, Runtime, Weights
 
 __all__ = [
     "BUILTIN_DISTRIBUTION",
@@ -34,7 +34,7 @@ ONLY_PLUGINS_ENV = "ZOO_PLUGINS"
 """A comma-separated list of the third-party distributions (or entry-point names) to load; others stay off."""
 
 _HOOKS = {"register_architectures": Architecture, "register_datasets": Dataset, "register_exporters": Exporter,
-          "register_weights": Weights, "register_commands": click.Command}  # fmt: skip
+          "register_runtimes": Runtime, "register_weights": Weights, "register_commands": click.Command}  # fmt: skip
 
 
 def _plugin_for(ep: EntryPoint) -> Plugin:

@@ -106,4 +106,6 @@ def flops_per_cycle(precision: str, features: tuple[str, ...]) -> int:
         return 2048 if "amx_bf16" in features else 2 * float32 if "avx512_bf16" in features else float32
     if precision == "int8":
         return 4096 if "amx_int8" in features else 4 * float32
+    if precision == "float16":  # without AVX512-FP16 or AMX-FP16, float16 is converted and computed in float32
+        return 2048 if "amx_fp16" in features else 2 * float32 if "avx512_fp16" in features else float32
     return float32

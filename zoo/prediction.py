@@ -82,13 +82,17 @@ def predict(
     invert: bool | None = None,
     *,
     trust: bool = False,
+    runtime: str | None = None,
+    data_dir: str | Path | None = None,
 ) -> list[Prediction]:
     """The ``top_k`` classes for each image file (or one file); an unreadable file gets an error and the others
     still run.
 
     ``invert``: True or False forces grey levels inverted or not; None (the default) decides per image.
 
-    ``trust=True`` allows formats whose files can run code when loaded (TorchScript, .pt2).
+    ``trust=True`` allows formats whose files can run code when loaded (TorchScript, .pt2). ``runtime`` runs the
+    model in a registered runtime, proved first (``zoo.runtimes.load_runner``; ``data_dir`` holds the test split an
+    approximate one is proved on).
     """
-    run, card = load_runner(resolve(model), trust)
+    run, card = load_runner(resolve(model), trust, runtime=runtime, data_dir=data_dir)
     return classify(run, card, images, top_k, invert)

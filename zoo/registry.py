@@ -30,6 +30,7 @@ __all__ = [
     "Plugin",
     "Recipe",
     "Registry",
+    "Runtime",
     "Shape",
     "Weights",
     "check_name",
@@ -44,6 +45,7 @@ Writer = str | Callable[["nn.Module", "Tensor", dict[str, Any], Path, int], None
 Runner = str | Callable[[Path], tuple[Callable[[Any], Any], dict[str, Any]]]
 Loader = str | Callable[[Split, Path, bool], "tuple[Tensor, Tensor]"]
 Reader = str | Callable[[Path], dict[str, Any]]
+RuntimeLoader = str | Callable[[Path, str, int], Callable[[Any], Any]]
 
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
 _COMMAND = re.compile(r"[a-z][a-z0-9-]*")
@@ -392,6 +394,48 @@ class Exporter(_Registered):
         return self.resolve("reader")(path)  # type: ignore[no-any-return]
 
 
+@dataclass(frozen=True)
+class Runtime(_Registered):
+    """A runtime for export formats' files, beside each format's own ``runner``: onnxruntime, OpenVINO, PyTorch.
+
+    ``loader(path, precision, threads)`` loads the file at ``path`` and returns ``run``, a function from a float32
+    numpy batch N×C×H×W to numpy scores N×classes, computing in ``precision`` on ``threads`` threads.
+    ``precision`` is one of ``precisions`` for a float32 or float16 file, and ``"int8"`` for an int8 file. The
+    loader sets the precision explicitly, never leaving it to the runtime's own default, and raises
+    ``zoo.ZooError`` saying why where it cannot honour it. zoo proves every (file, runtime, precision) against
+    the format's own runner before it uses one (``zoo.runtimes.load_runner``).
+    """
+
+    name: str
+    """Lower-case letters, digits and ``_``; ``--runtime NAME[:PRECISION]`` chooses it."""
+    formats: tuple[str, ...]
+    """The export formats whose files it runs, by their registered names (``"safetensors"``: zoo's checkpoints,
+    runs and published weights)."""
+    loader: RuntimeLoader
+    """A callable or ``"module:attribute"`` string: ``loader(path, precision, threads)`` returns ``run``."""
+    summary: str
+    """One line, shown by ``zoo list`` and ``zoo info NAME``."""
+    precisions: tuple[str, ...] = ("float32",)
+    """What it can compute a float32 file in (``float32``, ``bfloat16``, ``float16``); the first is its default."""
+    aliases: tuple[str, ...] = ()
+    """Other names users may type; the same rules as ``name``."""
+    source: str = ""
+    """Where the runtime comes from (its project's URL), shown by ``zoo info``."""
+
+    kind: ClassVar[str] = "runtime"
+    references: ClassVar[tuple[str, ...]] = ("loader",)
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.formats or not all(isinstance(f, str) and _NAME.fullmatch(f) for f in self.formats):
+            raise ValueError(f"formats must name one or more export formats, got {self.formats!r}")
+        if not self.precisions or not set(self.precisions) <= set(PRECISIONS) - {"int8"}:
+            raise ValueError(f"precisions must be some of float32, bfloat16, float16, got {self.precisions!r}")
+
+    def load(self, path: Path, precision: str, threads: int) -> Callable[[Any], Any]:
+        return self.resolve("loader")(path, precision, threads)  # type: ignore[no-any-return]
+
+
 @dataclass(frozen=True, kw_only=True)
 class Weights:
     """Published trained weights for an architecture: a verified file, and what was measured with it.
@@ -566,7 +610,7 @@ class Plugin:
         return f"{self.distribution} {self.version}"
 
 
-Item = Architecture | Dataset | Exporter | Weights
+Item = Architecture | Dataset | Exporter | Runtime | Weights
 Registrable: TypeAlias = "Item | click.Command"
 
 
@@ -584,13 +628,14 @@ def _validate(item: Registrable) -> None:
 
 
 class Registry:
-    """Architectures, data sets, export formats, weights and commands by name, each with the plugin that
+    """Architectures, data sets, export formats, runtimes, weights and commands by name, each with the plugin that
     provided it."""
 
     def __init__(self) -> None:
         self.architectures: dict[str, Architecture] = {}
         self.datasets: dict[str, Dataset] = {}
         self.exporters: dict[str, Exporter] = {}
+        self.runtimes: dict[str, Runtime] = {}
         self.weights: dict[str, Weights] = {}
         """By ``ARCH:TAG``, in registration order."""
         self.commands: dict[str, click.Command] = {}
@@ -606,6 +651,8 @@ class Registry:
             return "architecture", self.architectures
         if isinstance(item, Exporter):
             return "export format", self.exporters
+        if isinstance(item, Runtime):
+            return "runtime", self.runtimes
         if isinstance(item, Weights):
             return "weights", self.weights
         if isinstance(item, Dataset):
@@ -674,6 +721,10 @@ class Registry:
     def exporter(self, name: str) -> Exporter:
         """The export format ``name`` stands for."""
         return self.exporters[resolve(name, _spellings(self.exporters), "export format")]
+
+    def runtime(self, name: str) -> Runtime:
+        """The runtime ``name`` stands for."""
+        return self.runtimes[resolve(name, _spellings(self.runtimes), "runtime")]
 
     def weights_of(self, architecture: str) -> list[Weights]:
         """The weights registered for the architecture named exactly ``architecture``, in registration order."""
