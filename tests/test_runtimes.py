@@ -14,6 +14,7 @@ from conftest import FakeDist
 from PIL import Image
 
 import zoo
+from zoo import testing
 from zoo.cli import cli
 from zoo.errors import ZooError
 from zoo.loader import get_registry
@@ -130,3 +131,12 @@ def test_predict_eval_and_bench_take_a_runtime(exported: dict[str, Path], tmp_pa
     assert json.loads(scored.stdout)["runtime"].startswith("torch (float32): within ")
     timed = zoo.bench(exported["onnx"], runtimes=["onnxruntime"], batch_sizes=[1], rounds=1, seconds=0.01)
     assert set(timed.timings) == {"onnx", "onnx/onnxruntime"} and timed.precisions["onnx/onnxruntime"] == "float32"
+
+
+def test_the_kit_proves_every_runtime_a_plugin_provides(fake_dist: FakeDist) -> None:
+    fake_dist("zoo-noisy-runtime", NOISY)
+    found = {str(c): c.run() for c in testing.cases("zoo-noisy-runtime") if "untrained mnist_cnn6_16" in str(c)}
+    noisy = found["runtime noisy: runs onnx files of untrained mnist_cnn6_16 as their own runtime does"]
+    assert noisy.status == "failed" and "float32 rounding steps apart, more than 128" in noisy.detail
+    copy = found["runtime copy: runs onnx files of untrained mnist_cnn6_16 as their own runtime does"]
+    assert copy.status == "passed", copy.detail

@@ -30,6 +30,7 @@ import tritonclient.http as triton
 import uvicorn
 
 import zoo
+from zoo.loader import get_registry
 from zoo.serving import Batcher, Busy, Served, ServeSettings, app, load_models
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -374,6 +375,7 @@ def test_in_a_real_browser_a_drawn_seven_is_a_seven(server: Server, run_dir: Pat
         page.goto(server.url + "/")
         page.get_by_role("link", name=WEIGHTS).click()
         page.wait_for_selector("canvas")
+        assert page.get_by_role("row", name="runtime").inner_text().split() == ["runtime", "onnxruntime"]
         box = page.locator("canvas").bounding_box()
         assert box is not None
         x, y, side = box["x"], box["y"], box["width"] / 280
@@ -444,3 +446,30 @@ def test_several_worker_processes_serve_one_port_and_stop_together(server: Serve
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.communicate()
+
+
+@pytest.mark.parametrize("runtime", [r.name for r in get_registry().runtimes.values() if "onnx" in r.formats])
+def test_a_runtime_serves_its_proved_scores_and_names_itself(server: Server, runtime: str) -> None:
+    """`zoo serve --runtime NAME`: every model run by that runtime, proved against onnxruntime first; the protocol's
+    platform and the page say which, and the scores are the proved runtime's, batched as ever."""
+    onnx = str(server.models[WEIGHTS].source)
+    models = load_models([onnx], runtime=runtime)
+    (model,) = models.values()
+    assert model.metadata()["platform"] == f"{runtime}_onnx"
+    assert model.summary()["runtime"].startswith(f"{runtime} (float32): within ")
+    x = images(5, seed=3)
+    with serving(models, ServeSettings(max_batch_size=8)) as url:
+        client = triton.InferenceServerClient(url.removeprefix("http://"))
+        try:
+            given = triton.InferInput("input", list(x.shape), "FP32")
+            given.set_data_from_numpy(x, binary_data=True)
+            got = client.infer(model.name, [given]).as_numpy("scores")
+            assert client.get_model_metadata(model.name)["platform"] == f"{runtime}_onnx"
+        finally:
+            client.close()
+    assert np.allclose(got, in_process(server.models[WEIGHTS], x), rtol=1e-4, atol=1e-4)
+    assert np.array_equal(got, model.run(x)), "served as the runtime computes it"
+    check = ("import sys; from zoo.serving import load_models, app; "
+             "app(load_models([sys.argv[1]], runtime=sys.argv[2])); "
+             "assert 'torch' not in sys.modules, 'torch was imported'")  # fmt: skip
+    assert subprocess.run([sys.executable, "-c", check, onnx, runtime], capture_output=True).returncode == 0

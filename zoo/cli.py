@@ -870,14 +870,17 @@ def check(ctx: click.Context, name: str, data_dir: str | None, strict: bool, tol
                                             "anyway: zoo serve runs ONNX; serve its run or .onnx export).")  # fmt: skip
 @click.option("--cors", "origins", multiple=True, metavar="ORIGIN",
               help="Let pages from ORIGIN call the API from a browser (repeatable); none by default.")  # fmt: skip
+@click.option("--runtime", metavar="NAME[:PRECISION]",
+              help="Run the ONNX files in this registered runtime (openvino), proved against onnxruntime "
+                   "first.")  # fmt: skip
 def serve(models: tuple[str, ...], host: str, port: int, runs_dir: str, workers: int, max_batch_size: int,
-          max_delay_ms: float, trust: bool, origins: tuple[str, ...]) -> None:  # fmt: skip
+          max_delay_ms: float, trust: bool, origins: tuple[str, ...], runtime: str | None) -> None:  # fmt: skip
     """Serve models over HTTP: a page to look at and try each one, and the Open Inference Protocol (KServe v2,
     Triton's HTTP API) for programs, at /v2.
 
     MODEL: anything zoo names (a run, an exported .onnx file, ARCH:TAG, an architecture); with none, every
     published weight and every finished run in --runs-dir. Models are fixed at start-up; weights are exported to
-    ONNX once (proved, in the cache) and everything is run by onnxruntime.
+    ONNX once (proved, in the cache) and everything is run by onnxruntime, or by --runtime.
     """
     try:
         import uvicorn
@@ -886,12 +889,13 @@ def serve(models: tuple[str, ...], host: str, port: int, runs_dir: str, workers:
     except ImportError as exc:
         raise ZooError(f"zoo serve needs {exc.name}: pip install 'zoo-classifiers[serve]'") from None
     settings = serving.ServeSettings(max_batch_size, max_delay_ms)
-    served = serving.load_models(models, runs_dir, trust)  # weights exported once, before any worker
+    served = serving.load_models(models, runs_dir, trust, runtime)  # weights exported once, before any worker
     if host not in ("127.0.0.1", "localhost", "::1"):
         click.echo(f"zoo: warning: listening on {host}, reachable from other machines; the API has no "
                    f"authentication: put it behind a proxy that has", err=True)  # fmt: skip
     for model in served.values():
-        click.echo(f"{model.name}: {model.origin}", err=True)
+        click.echo(f"{model.name}: {model.origin}" + (f"; runtime {model.details['runtime']}" if runtime else ""),
+                   err=True)  # fmt: skip
     shown = f"[{host}]" if ":" in host else host
     click.echo(f"zoo serve: http://{shown}:{port}/ (Ctrl-C stops it)", err=True)
     # uvicorn drains the requests in flight on SIGTERM, then raises the signal again with the handler it found:
@@ -902,6 +906,7 @@ def serve(models: tuple[str, ...], host: str, port: int, runs_dir: str, workers:
         return
     os.environ[serving.CONFIG_ENV] = json.dumps({"models": [m.given for m in served.values()],
                                                  "runs_dir": runs_dir, "trust": trust, "cors": origins,
+                                                 "runtime": runtime,
                                                  "settings": vars(settings)})  # fmt: skip
     uvicorn.run("zoo.serving:app_from_environment", factory=True, host=host, port=port, workers=workers,
                 log_level="warning")  # fmt: skip

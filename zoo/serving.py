@@ -178,9 +178,11 @@ class Served:
     run: Run
     """The file's onnxruntime session, from normalised float32 batches to scores."""
     details: dict[str, Any] = field(default_factory=dict)
-    """For the page: the published weights' record, the run's summary, the export's proof."""
+    """For the page: the published weights' record, the run's summary, the export's proof, the runtime's."""
     plots: dict[str, Path] = field(default_factory=dict)
     """A run's pictures, by name: the only files a request can reach, and only by these names."""
+    platform: str = "onnxruntime_onnx"
+    """The protocol's name for what runs the model: ``RUNTIME_onnx``."""
 
     def metadata(self) -> dict[str, Any]:
         """The protocol's model metadata, with the class names and the input's normalisation as parameters."""
@@ -188,7 +190,7 @@ class Served:
         return {
             "name": self.name,
             "versions": ["1"],
-            "platform": "onnxruntime_onnx",
+            "platform": self.platform,
             "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, c, h, w]}],
             "outputs": [{"name": "scores", "datatype": "FP32", "shape": [-1, self.card.num_classes]}],
             "parameters": {
@@ -225,17 +227,21 @@ def _onnx_for(ref: ModelRef) -> Path:
     return export(ref, "onnx", out=folder, force=True).files["onnx"]
 
 
-def _served(given: str, runs_dir: Path, trust: bool) -> Served:
+def _served(given: str, runs_dir: Path, trust: bool, runtime: str | None = None) -> Served:
     ref = resolve(given, runs_dir)
     details: dict[str, Any] = {}
     plots: dict[str, Path] = {}
-    if ref.exporter is not None and ref.exporter.name != "onnx":
+    fmt = ref.exporter.name if ref.exporter is not None else "onnx"  # weights and runs are served as ONNX
+    if ref.exporter is not None and not ref.exporter.suffix.endswith(".onnx"):
         if ref.exporter.runs_code and not trust:
             load_runner(ref)  # refuses, saying why and naming --trust
-        raise ZooError(f"{ref.path} is a {ref.exporter.name} file; zoo serve runs ONNX files with onnxruntime: "
+        raise ZooError(f"{ref.path} is a {ref.exporter.name} file; zoo serve runs ONNX files: "
                        f"serve its run, its weights or its .onnx export")  # fmt: skip
     source = ref.path if ref.exporter is not None else _onnx_for(ref)
-    run, card = load_runner(resolve(source))
+    run, card = load_runner(resolve(source), runtime=runtime)
+    platform = f"{getattr(run, 'runtime', 'onnxruntime')}_onnx"
+    if runtime:
+        details["runtime"] = str(run)
     if ref.weights is not None:
         name = f"{ref.weights.architecture}-{ref.weights.tag}"
         details["weights"] = ref.weights.to_json()
@@ -250,19 +256,23 @@ def _served(given: str, runs_dir: Path, trust: bool) -> Served:
         name = ref.path.name.split(".")[0]
     with contextlib.suppress(ZooError, KeyError, TypeError, AttributeError):
         manifest = read_json(source.parent / "manifest.json")
-        details["proof"] = [c for c in manifest["verification"] if c.get("format") == "onnx"]
+        details["proof"] = [c for c in manifest["verification"] if c.get("format") == fmt]
     if not _NAME.fullmatch(name):
         raise ZooError(f"{given}: {name!r} cannot name a model in URLs; rename it to letters, digits, '.', '-', '_'")
     where = f" ({ref.note})" if ref.note else ""
     return Served(name, given, card, source, f"{given}{where}", ref.sha256 or sha256(source),
-                  run, details, plots)  # fmt: skip
+                  run, details, plots, platform)  # fmt: skip
 
 
 def load_models(
-    models: Sequence[str], runs_dir: str | Path = runs.DEFAULT_RUNS_DIR, trust: bool = False
+    models: Sequence[str],
+    runs_dir: str | Path = runs.DEFAULT_RUNS_DIR,
+    trust: bool = False,
+    runtime: str | None = None,
 ) -> dict[str, Served]:
     """The models to serve, by name: each one named (anything ``zoo.resolve`` takes), or with none, every published
-    weight and every finished run in ``runs_dir``."""
+    weight and every finished run in ``runs_dir``. ``runtime`` (``NAME[:PRECISION]``, one that runs ONNX files) runs
+    them all, each proved first against onnxruntime (``zoo.runtimes.load_runner``)."""
     if not models:
         finished = sorted(
             p.parent for p in Path(runs_dir).glob(f"*/{runs.SUMMARY}") if (p.parent / runs.BEST).is_file()
@@ -270,7 +280,7 @@ def load_models(
         models = [*get_registry().weights, *map(str, finished)]
     served: dict[str, Served] = {}
     for given in models:
-        model = _served(given, Path(runs_dir), trust)
+        model = _served(given, Path(runs_dir), trust, runtime)
         if model.name in served:
             raise ZooError(f"{given} and {served[model.name].origin} are both named {model.name}; serve one of them")
         served[model.name] = model
@@ -284,7 +294,8 @@ def app_from_environment() -> ASGIApp:
     process loads the same models (the parent has already exported and proved them into the cache)."""
     config = json.loads(os.environ[CONFIG_ENV])
     settings = ServeSettings(**config["settings"])
-    return app(load_models(config["models"], config["runs_dir"], config["trust"]), settings, config["cors"])
+    models = load_models(config["models"], config["runs_dir"], config["trust"], config["runtime"])
+    return app(models, settings, config["cors"])
 
 
 class _Refused(Exception):

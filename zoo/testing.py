@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 from zoo.errors import DatasetNotFound, SettingError, UnknownName, ZooError
 from zoo.loader import get_registry
-from zoo.registry import DEFAULT_ULPS, Architecture, Dataset, Exporter, Registry, Weights, format_shape
+from zoo.registry import DEFAULT_ULPS, Architecture, Dataset, Exporter, Registry, Runtime, Weights, format_shape
 
 __all__ = [
     "REFERENCE_ARCHITECTURES",
@@ -134,7 +134,7 @@ def _always(result: bool) -> Callable[[], bool]:
     return lambda: result
 
 
-def _references(item: Architecture | Dataset | Exporter) -> Case:
+def _references(item: Architecture | Dataset | Exporter | Runtime) -> Case:
     """Its ``"module:attribute"`` strings import, as they will on first use."""
     refs = " and ".join(item.references)
     return Case(
@@ -370,6 +370,36 @@ def _exporter_cases(exporter: Exporter, registry: Registry, tolerances: Mapping[
     ]
 
 
+def _runtime_cases(runtime: Runtime, registry: Registry) -> list[Case]:
+    """Each float32 format it runs, on untrained reference architectures, proved as ``--runtime`` proves it."""
+    imports = _references(runtime)
+    formats = [f for f in runtime.formats if f in registry.exporters and registry.exporters[f].proof != "approximate"]
+    return [imports] + [
+        Case(
+            f"runtime {runtime.name}",
+            f"runs {fmt} files of untrained {name} as their own runtime does",
+            "the loader must compute what the format's runner computes, in the precision it is given",
+            partial(_runtime_parity, runtime, name, fmt),
+            needs=[imports],
+        )
+        for fmt in formats
+        for name in REFERENCE_ARCHITECTURES
+        if name in registry.architectures
+    ]
+
+
+def _runtime_parity(runtime: Runtime, arch: str, fmt: str) -> None:
+    from zoo.exporting import export
+    from zoo.runtimes import load_runner
+
+    with tempfile.TemporaryDirectory() as out:
+        path = export(arch, [fmt], untrained=True, out=out).files[fmt]
+        try:
+            load_runner(path, trust=True, runtime=runtime.name)
+        except ZooError as exc:
+            raise _Fail(" ".join(str(exc).split()).replace(out, "<tmp>")[:300]) from None
+
+
 def _weights_file(w: Weights) -> None:
     """The record's file is there (a download already in the cache), with the sha256 and size recorded."""
     from zoo import weights
@@ -532,6 +562,8 @@ def cases(
                 found += _dataset_cases(registry.datasets[provided_name], data_dir)
             elif kind == "export format":
                 found += _exporter_cases(registry.exporters[provided_name], registry, allowed)
+            elif kind == "runtime":
+                found += _runtime_cases(registry.runtimes[provided_name], registry)
             elif kind == "weights":
                 found += _weights_cases(registry.weights[provided_name], registry, data_dir)
             elif kind == "command":

@@ -117,7 +117,7 @@ function facts(model) {
     ["architecture", c.architecture], ["data set", data || "none recorded"], ["test accuracy", percent(acc)],
     ["classes", c.classes.join(", ")], ["input", `${shape(c.input_shape)}, normalised (x - mean) / std`],
     ["mean / std", `${c.mean.join(", ")} / ${c.std.join(", ")}`], ["served from", model.origin],
-    ["sha256", model.sha256], ["provider", model.provider || ""],
+    ["sha256", model.sha256], ["provider", model.provider || ""], ["runtime", model.runtime || "onnxruntime"],
   ];
   if (model.weights) rows.push(["trained with", model.weights.command], ["recipe", model.weights.recipe]);
   if (c.config && c.config.architecture) rows.push(["settings", Object.entries(c.config).map(([k, v]) => `${k}=${v}`).join(" ")]);
