@@ -158,6 +158,7 @@ def test_plugins_lists_distributions_and_json() -> None:
         "architectures": "loaded",
         "datasets": "loaded",
         "formats": "loaded",
+        "runtimes": "loaded",
         "weights": "loaded",
     }
 

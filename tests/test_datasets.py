@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from zoo.data import affine, erase
 from zoo.data import resolve_data_dir as data_dir
 from zoo.errors import DatasetNotFound, ZooError
 from zoo.loader import load_registry
@@ -111,3 +112,36 @@ def test_real_mnist_when_present() -> None:
         pytest.skip("real MNIST is not beside this checkout")
     images, labels = REGISTRY.datasets["mnist"].load("test", root, download=False)
     assert images.shape == (10_000, 1, 28, 28) and labels[:3].tolist() == [7, 2, 1]
+
+
+def test_affine_moves_each_image_its_own_way_and_keeps_the_picture() -> None:
+    """A bright square, rotated, shifted, scaled and sheared within the ranges: per image, reproducibly, as uint8."""
+    images = torch.zeros(256, 1, 28, 28, dtype=torch.uint8)
+    images[:, :, 10:18, 10:18] = 200
+    moved = affine(images, torch.Generator().manual_seed(0))
+    assert moved.dtype == torch.uint8 and moved.shape == images.shape
+    assert torch.equal(moved, affine(images, torch.Generator().manual_seed(0))), "a function of the draw"
+    changed = (moved != images).flatten(1).any(1)
+    assert changed.float().mean() > 0.95, "nearly every image moves"
+    assert len({bytes(m.numpy()) for m in moved}) == 256, "each its own way"
+    mass = moved.flatten(1).float().sum(1) / images.flatten(1).float().sum(1)
+    assert mass.min() > 0.7 and mass.max() < 1.3, "scale 0.9-1.1: the square keeps about its area"
+    ys, xs = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
+    weights = moved[:, 0].float()
+    cy, cx = ((weights * ys).sum((1, 2)) / weights.sum((1, 2)), (weights * xs).sum((1, 2)) / weights.sum((1, 2)))
+    assert ((cy - 13.5).abs().max() <= 0.1 * 28 + 1) and ((cx - 13.5).abs().max() <= 0.1 * 28 + 1), "shift ≤ 10%"
+
+
+def test_erase_fills_a_rectangle_with_the_mean_in_about_half_the_images() -> None:
+    images = torch.full((1000, 3, 32, 32), 7, dtype=torch.uint8)
+    erased = erase(images, (125, 123, 114), torch.Generator().manual_seed(0))
+    touched = (erased != images).flatten(1).any(1)
+    assert 430 < int(touched.sum()) < 570, "p = 0.5"
+    for image in erased[touched][:50]:
+        region = (image != 7).all(0)
+        rows, cols = region.any(1).nonzero(), region.any(0).nonzero()
+        height, width = int(rows.max() - rows.min() + 1), int(cols.max() - cols.min() + 1)
+        assert int(region.sum()) == height * width, "one rectangle"
+        assert 0.015 * 1024 <= height * width <= 0.34 * 1024
+        assert image[:, region].T.tolist() == [[125, 123, 114]] * int(region.sum()), "filled with the mean pixel"
+    assert torch.equal(erased[~touched], images[~touched]), "the others are left as they were"

@@ -15,7 +15,7 @@ import torch
 
 from zoo import checkpoint
 
-# Augmentation off and an architecture without dropout: nothing random differs between the processes.
+# An architecture without dropout or batch norm: nothing random differs between the processes, nor statistics.
 SMALL = ["train", "cnn6", "sevenseg", "--batch-size", "64", "--augment", "none", "--threads", "1", "--quiet"]
 
 
@@ -31,15 +31,23 @@ def weights(run: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.slow
-def test_two_processes_compute_what_one_does_at_the_same_global_batch(tmp_path: Path) -> None:
-    steps = [*SMALL, "--limit", "512", "--val-split", "0", "--epochs", "1", "--max-steps", "6"]
+@pytest.mark.parametrize(
+    "regularisers",
+    [[], ["--augment", "crop_erase", "--label-smoothing", "0.1", "--ema", "0.9"]],
+    ids=["plain", "crop_erase-smoothing-ema"],
+)
+def test_two_processes_compute_what_one_does_at_the_same_global_batch(regularisers: list[str], tmp_path: Path) -> None:
+    """Augmentation is drawn for the whole batch, each process taking its slice: with it on, too, two processes
+    train the weights (and their moving average) that one does."""
+    steps = [*SMALL, "--limit", "512", "--val-split", "0", "--epochs", "1", "--max-steps", "6", *regularisers]
     one = zoo(*steps, "--out", "one", cwd=tmp_path)
     two = zoo(*steps, "--out", "two", "--nproc-per-node", "2", cwd=tmp_path)
     assert one.returncode == 0 and two.returncode == 0, two.stderr
-    a, b = weights(tmp_path / "one"), weights(tmp_path / "two")
-    assert a.keys() == b.keys()
-    for name in a:  # the same sums, split over two processes: float32 rounding apart, no more
-        torch.testing.assert_close(b[name], a[name], rtol=1e-4, atol=1e-5, msg=name)
+    for kept in ("last.safetensors", "best.safetensors"):
+        a, b = (checkpoint.load(tmp_path / run / kept).weights for run in ("one", "two"))
+        assert a.keys() == b.keys()
+        for name in a:  # the same sums, split over two processes: float32 rounding apart, no more
+            torch.testing.assert_close(b[name], a[name], rtol=1e-4, atol=1e-5, msg=f"{kept}: {name}")
     first = json.loads((tmp_path / "one" / "metrics.jsonl").read_text())
     second = json.loads((tmp_path / "two" / "metrics.jsonl").read_text())
     assert first["train_acc"] == second["train_acc"], "accuracy counts are summed over the processes"

@@ -32,7 +32,11 @@ TRAIN = [
     "--batch-size",
     "64",
     "--augment",
-    "crop",
+    "crop_erase",
+    "--label-smoothing",
+    "0.1",
+    "--ema",
+    "0.9",
     "--quiet",
 ]
 

@@ -41,6 +41,7 @@ def test_sdist_and_wheel_contents(tmp_path: Path) -> None:
     assert {f"plugins/weights/{n}" for n in shipped} <= names
     assert (
         "[zoo]\narchitectures = zoo.plugins.architectures\ndatasets = zoo.plugins.datasets\n"
-        "formats = zoo.exporters.formats\nweights = zoo.plugins.pretrained" in declared
+        "formats = zoo.exporters.formats\nruntimes = zoo.exporters.runtimes\n"
+        "weights = zoo.plugins.pretrained" in declared
     )
     assert "[console_scripts]\nzoo = zoo.cli:main" in declared

@@ -36,7 +36,7 @@ def register_datasets(register):
 def test_builtins_come_through_the_entry_point_group() -> None:
     registry = load_registry()
     builtins = [p for p in registry.plugins if p.builtin]
-    assert {p.name for p in builtins} == {"architectures", "datasets", "formats", "weights"}
+    assert {p.name for p in builtins} == {"architectures", "datasets", "formats", "runtimes", "weights"}
     assert all(p.status == "loaded" and p.distribution == "zoo-classifiers" for p in builtins)
     assert set(registry.architectures) == {"mnist_cnn32", "mnist_cnn6_16", "lenet_bn", "cifar_seq"}
     assert {"mnist", "fashionmnist", "cifar10", "sevenseg", "sevenseg_rgb"} <= set(registry.datasets)
@@ -302,8 +302,8 @@ def test_a_plugin_adds_commands_and_zoo_keeps_its_own(fake_dist: FakeDist) -> No
 
 def test_hookspecs_are_the_documented_contract() -> None:
     specs = {name for name in dir(hookspecs) if name.startswith("register_")}
-    assert specs == {"register_architectures", "register_datasets", "register_exporters", "register_weights",
-                     "register_commands"}  # fmt: skip
+    assert specs == {"register_architectures", "register_datasets", "register_exporters", "register_runtimes",
+                     "register_weights", "register_commands"}  # fmt: skip
     assert zoo.hookimpl is hookspecs.hookimpl
     for name in specs:
         assert getattr(hookspecs, name).__doc__

@@ -92,9 +92,17 @@ def test_same_seed_gives_bit_identical_weights(tmp_path: Path) -> None:
     assert not torch.equal(weights[0]["features.0.weight"], weights[2]["features.0.weight"])
 
 
-def test_interrupted_and_resumed_equals_uninterrupted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """lenet_bn has dropout and batch norm, and crop_flip augmentation adds randomness per step."""
-    options = {"epochs": 2, "limit": 500, "batch_size": 50, "progress": "none", "augment": "crop_flip"}
+@pytest.mark.parametrize(
+    "regularisers",
+    [{"augment": "crop_flip"}, {"augment": "affine_erase", "label_smoothing": 0.1, "ema": 0.9}],
+    ids=["crop_flip", "affine_erase-smoothing-ema"],
+)
+def test_interrupted_and_resumed_equals_uninterrupted(
+    regularisers: dict[str, object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """lenet_bn has dropout and batch norm, augmentation adds randomness per step, and the moving average of the
+    weights is state of its own: a resumed run ends with the same weights, best (the average) and last alike."""
+    options = {"epochs": 2, "limit": 500, "batch_size": 50, "progress": "none", **regularisers}
     whole = train("lenet", "sevenseg_rgb", out=tmp_path / "whole", **options)
 
     original_step = _Reporter.step
@@ -113,9 +121,10 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path: Path, monkeypatc
     monkeypatch.undo()
 
     resumed = train(resume=tmp_path / "cut", progress="none")
-    a = checkpoint.load(whole.path / "last.safetensors").weights
-    b = checkpoint.load(resumed.path / "last.safetensors").weights
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    for kept in ("last.safetensors", "best.safetensors"):
+        a = checkpoint.load(whole.path / kept).weights
+        b = checkpoint.load(resumed.path / kept).weights
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), kept
     timing = {"seconds", "images_per_s"}  # the running loss is summed in another order: equal to rounding
     for h, r in zip(whole.history, resumed.history, strict=True):
         assert {k: v for k, v in r.items() if k not in timing} == pytest.approx(
@@ -179,6 +188,9 @@ def test_learning_rate_schedules() -> None:
         (["--val-split", "1.5"], "--val-split is a fraction"),
         (["--device", "tpu"], "--device must be auto, cpu, cuda or mps"),
         (["--epochs", "many"], "Invalid value for '--epochs': 'many' is not a valid integer"),
+        (["--augment", "rotate"], "--augment must be one of none, crop, flip, crop_flip, affine, erase"),
+        (["--label-smoothing", "1"], "--label-smoothing is a share of each target in [0, 1), got 1.0"),
+        (["--ema", "1.5"], "--ema is a decay in (0, 1), 0.999 say, or 0 for none; got 1.5"),
     ],
 )
 def test_bad_training_options(args: list[str], message: str, tmp_path: Path) -> None:
@@ -465,3 +477,29 @@ def test_the_default_recipe_fits_a_small_data_set_and_keeps_a_large_one() -> Non
     pinned = resolve_config(load_registry().architecture("cnn6"), load_registry().dataset("sevenseg"), limit=200,
                             batch_size=64)  # fmt: skip
     assert (pinned.batch_size, pinned.epochs) == (64, 5), "a length the user set is kept"
+
+
+def test_the_moving_average_is_what_is_validated_kept_and_tested(tmp_path: Path) -> None:
+    """--ema: best.safetensors holds the average (every epoch is "best" without a validation split), last.safetensors
+    the trained weights and the average beside them; the test accuracy is the average's, as `zoo eval` scores it."""
+    options = {"epochs": 2, "limit": 300, "batch_size": 50, "val_split": 0.0, "progress": "none"}
+    run = train("cnn6", "sevenseg", out=tmp_path / "ema", ema=0.8, **options)
+    best, last = (checkpoint.load(run.path / f) for f in ("best.safetensors", "last.safetensors"))
+    assert last.average is not None and best.average is None
+    assert all(torch.equal(best.weights[k], last.average[f"module.{k}"]) for k in best.weights)
+    assert not torch.equal(best.weights["features.0.weight"], last.weights["features.0.weight"]), "not the last"
+    assert library.evaluate(run.path).accuracy == run.test_accuracy
+    plain = train("cnn6", "sevenseg", out=tmp_path / "plain", **options)
+    trained = checkpoint.load(plain.path / "last.safetensors").weights
+    assert all(torch.equal(trained[k], last.weights[k]) for k in trained), "the average changes nothing it watches"
+    assert json.loads((run.path / "config.json").read_text())["train"]["ema"] == 0.8
+
+
+def test_label_smoothing_changes_the_targets_and_nothing_else(tmp_path: Path) -> None:
+    options = {"max_steps": 3, "limit": 300, "batch_size": 50, "progress": "none", "augment": "crop"}
+    smooth = train("cnn6", "sevenseg", out=tmp_path / "smooth", label_smoothing=0.2, **options)
+    sharp = train("cnn6", "sevenseg", out=tmp_path / "sharp", **options)
+    a, b = (checkpoint.load(r.path / "last.safetensors").weights for r in (smooth, sharp))
+    assert not torch.equal(a["features.0.weight"], b["features.0.weight"])
+    assert smooth.history[0]["train_loss"] > sharp.history[0]["train_loss"], "smoothed targets cost more to fit"
+    assert smooth.config.label_smoothing == 0.2 and smooth.config.describe().endswith("label_smoothing=0.2 on sevenseg")

@@ -21,6 +21,7 @@ from zoo.registry import Plugin, format_shape
 __all__ = ["Checkpoint", "build", "load", "load_weights", "metadata", "read", "save", "write"]
 
 _OPTIMIZER = "__optimizer__"  # prefix of optimizer tensors; model state-dict keys never contain "/"
+_AVERAGE = "__average__"  # prefix of the weights' moving average (--ema), in a run's last checkpoint
 _RESUME = "__resume__"  # the training history and progress, in a run's last checkpoint
 _EXPORT = "export"  # zoo export's record of the file, as in every exported format
 
@@ -35,6 +36,8 @@ class Checkpoint:
     """An ``optimizer.state_dict()``, in the ``last`` checkpoint only."""
     export: dict[str, Any] | None = None
     """What ``zoo export`` recorded of the file (format, precision, scores, proof), in exported files only."""
+    average: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+    """The moving average of the weights (``--ema``: an ``AveragedModel``'s state dict), in the ``last`` checkpoint."""
 
 
 def save(
@@ -45,9 +48,11 @@ def save(
     resume: dict[str, Any] | None = None,
     optimizer: dict[str, Any] | None = None,
     export: dict[str, Any] | None = None,
+    average: dict[str, torch.Tensor] | None = None,
 ) -> None:
     """Write a checkpoint atomically: a kill at any moment leaves the previous file intact."""
     tensors = dict(weights)
+    tensors.update({f"{_AVERAGE}/{k}": v for k, v in (average or {}).items()})
     values = card.to_json()
     if export is not None:
         values[_EXPORT] = export
@@ -106,7 +111,8 @@ def load(path: Path) -> Checkpoint:
     if not values:
         raise ZooError(f"{path} has no zoo metadata; give a checkpoint written by `zoo train`")
     card = ModelCard.from_json(values, path)
-    weights = {k: v for k, v in tensors.items() if not k.startswith(_OPTIMIZER + "/")}
+    weights = {k: v for k, v in tensors.items() if not k.startswith((_OPTIMIZER + "/", _AVERAGE + "/"))}
+    average = {k.removeprefix(_AVERAGE + "/"): v for k, v in tensors.items() if k.startswith(_AVERAGE + "/")}
     optimizer = None
     if _OPTIMIZER in values:
         try:
@@ -117,7 +123,8 @@ def load(path: Path) -> Checkpoint:
                 f"start the run again with `zoo train`"
             ) from None
     export = values.get(_EXPORT)
-    return Checkpoint(weights, card, values.get(_RESUME), optimizer, export if isinstance(export, dict) else None)
+    return Checkpoint(weights, card, values.get(_RESUME), optimizer, export if isinstance(export, dict) else None,
+                      average or None)  # fmt: skip
 
 
 def metadata(path: Path) -> dict[str, Any]:

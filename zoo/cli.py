@@ -397,7 +397,12 @@ def _strict_exit(registry: Registry, strict: bool) -> None:
 @click.option("--weight-decay", type=float, help="Weight decay (decoupled for adamw).")
 @click.option("--schedule", help="Learning-rate schedule: constant, onecycle or cosine.")
 @click.option("--warmup", type=float, help="Fraction of the steps the onecycle schedule warms up over.")
-@click.option("--augment", help="none, crop (random crops after padding), flip (random mirroring) or crop_flip (both).")
+@click.option("--augment", help="none, crop (random crops after padding), flip (random mirroring), affine (random "
+                                "rotation, shift, scale and shear), erase (a random rectangle), or crop_flip, "
+                                "crop_erase, crop_flip_erase, affine_erase.")  # fmt: skip
+@click.option("--label-smoothing", type=float, help="Share of each target spread over all classes (0.1, say).")
+@click.option("--ema", type=float, metavar="DECAY",
+              help="Keep, validate and test an exponential moving average of the weights (0.999, say).")  # fmt: skip
 @click.option("--seed", type=int, help="Seed for the weights, the validation split, the shuffle and augmentation.")
 @click.option("--val-split", type=float, help="Fraction of the training split held out for validation.")
 @click.option("--image-size", type=int, help="Resize a folder's images to N x N pixels.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -85,6 +86,8 @@ class Normalizer:
         self.scale = 1 / (255 * std_t)
         self.shift = torch.tensor(mean, device=device).view(1, -1, 1, 1) / std_t
         self.device = device
+        self.mean_pixel = tuple(round(255 * m) for m in mean)
+        """The mean as uint8 pixel values: what an erased region is filled with (0 once normalised)."""
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
@@ -104,6 +107,58 @@ def batches(
         else:
             index = order[lo : lo + batch_size]
             yield split.images[index], split.labels[index]
+
+
+AFFINE_DEGREES, AFFINE_TRANSLATE, AFFINE_SCALE, AFFINE_SHEAR = 10.0, 0.1, (0.9, 1.1), 10.0
+"""The ranges of ``affine``: torchvision's RandomAffine(10, (0.1, 0.1), (0.9, 1.1), 10), as digit recipes use it."""
+ERASE_P, ERASE_AREA, ERASE_RATIO = 0.5, (0.02, 0.33), (0.3, 3.3)
+"""The draws of ``erase``: torchvision's RandomErasing defaults."""
+
+
+def affine(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Each uint8 image of the batch rotated, shifted, scaled and sheared at random within ``AFFINE_*`` (bilinear,
+    zeros beyond the border), in one ``grid_sample`` call for the whole batch."""
+    import torch
+    from torch.nn import functional
+
+    b, _, h, w = images.shape
+    u = torch.rand(b, 5, generator=generator) * 2 - 1  # uniform in [-1, 1]
+    angle, shear = u[:, 0] * math.radians(AFFINE_DEGREES), u[:, 1] * math.radians(AFFINE_SHEAR)
+    low, high = AFFINE_SCALE
+    scale = low + (u[:, 2] + 1) / 2 * (high - low)
+    cos, sin, tan = angle.cos(), angle.sin(), shear.tan()
+    # The image's own transform (rotation, then shear along x, then scale); the grid samples through its inverse.
+    forward = torch.stack([torch.stack([cos, cos * tan - sin], 1), torch.stack([sin, sin * tan + cos], 1)], 1)
+    forward = forward * scale[:, None, None]
+    inverse = torch.linalg.inv(forward)
+    shift = u[:, 3:5] * 2 * AFFINE_TRANSLATE  # grid coordinates span 2 per image side
+    theta = torch.cat([inverse, -(inverse @ shift[:, :, None])], 2)
+    grid = functional.affine_grid(theta, [b, images.shape[1], h, w], align_corners=False)
+    moved = functional.grid_sample(images.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return moved.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def erase(images: torch.Tensor, fill: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+    """With probability ``ERASE_P`` per image, a rectangle of a random area and aspect ratio (``ERASE_*``) at a
+    random place set to ``fill`` (the mean pixel), as torchvision's RandomErasing; the whole batch at once."""
+    import torch
+
+    b, c, h, w = images.shape
+    u = torch.rand(b, 5, generator=generator)
+    (a_low, a_high), (r_low, r_high) = ERASE_AREA, ERASE_RATIO
+    area = (a_low + u[:, 0] * (a_high - a_low)) * h * w
+    ratio = torch.exp(math.log(r_low) + u[:, 1] * (math.log(r_high) - math.log(r_low)))
+    eh = (area * ratio).sqrt().round().clamp(1, h).long()
+    ew = (area / ratio).sqrt().round().clamp(1, w).long()
+    top = (u[:, 2] * (h - eh + 1)).long()
+    left = (u[:, 3] * (w - ew + 1)).long()
+    rows, cols = torch.arange(h), torch.arange(w)
+    inside = ((rows >= top[:, None]) & (rows < (top + eh)[:, None]))[:, :, None] & (
+        (cols >= left[:, None]) & (cols < (left + ew)[:, None])
+    )[:, None, :]
+    chosen = (u[:, 4] < ERASE_P)[:, None, None] & inside
+    value = torch.tensor(fill, dtype=torch.uint8).view(1, c, 1, 1)
+    return torch.where(chosen[:, None], value, images)
 
 
 def augment(images: torch.Tensor, pad: int, flip: bool, generator: torch.Generator) -> torch.Tensor:

@@ -147,8 +147,15 @@ class Recipe:
     limit: int | None = None
     """Train on a random subset of this many training images."""
     augment: str = "none"
-    """Batched augmentation: ``none``, ``crop`` (random crops after padding), ``flip`` (mirror images at random)
-    or ``crop_flip`` (both)."""
+    """Batched augmentation: ``none``, ``crop`` (random crops after padding), ``flip`` (mirror images at random),
+    ``affine`` (a random rotation, shift, scale and shear per image, for digits), ``erase`` (a random rectangle
+    erased to the mean, as torchvision's RandomErasing), or ``crop_flip``, ``crop_erase``, ``crop_flip_erase``,
+    ``affine_erase``."""
+    label_smoothing: float = 0.0
+    """The share of each target spread evenly over all classes (``nn.CrossEntropyLoss(label_smoothing=...)``)."""
+    ema: float = 0.0
+    """Decay of an exponential moving average of the weights (0.999, say), updated every step, validated,
+    checkpointed and tested as the model; 0 for none."""
     notes: str = ""
     """Where the settings come from, shown by ``zoo info ARCH``."""
 
@@ -162,6 +169,10 @@ class Recipe:
             text += f" limit={self.limit}"
         if self.augment != "none":
             text += f" augment={self.augment}"
+        if self.label_smoothing:
+            text += f" label_smoothing={self.label_smoothing:g}"
+        if self.ema:
+            text += f" ema={self.ema:g}"
         return text + (f" on {self.dataset}" if self.dataset else "")
 
 

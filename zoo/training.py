@@ -26,7 +26,7 @@ from torch import nn
 
 from zoo import checkpoint, distributed, plots, runs
 from zoo.card import new_card
-from zoo.data import Normalizer, Split, augment, batches, load_splits, resolve_data_dir
+from zoo.data import Normalizer, Split, affine, augment, batches, erase, load_splits, resolve_data_dir
 from zoo.errors import SettingError, ZooError
 from zoo.evaluation import Evaluation, report, score
 from zoo.files import sha256, write_json, write_text
@@ -52,7 +52,8 @@ __all__ = [
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "onecycle", "cosine")
-AUGMENTATIONS = ("none", "crop", "flip", "crop_flip")
+AUGMENTATIONS = ("none", "crop", "flip", "crop_flip", "affine", "erase", "crop_erase", "crop_flip_erase",
+                 "affine_erase")  # fmt: skip
 Progress = Literal["bar", "lines", "none"]
 
 
@@ -83,7 +84,7 @@ class TrainConfig(Recipe):
                 raise SettingError(name, f"must be a string, got {getattr(self, name)!r}")
         if self.init is not None and not isinstance(self.init, str):
             raise SettingError("init", f"must be a string, got {self.init!r}")
-        for name in ("lr", "weight_decay", "warmup", "val_split"):
+        for name in ("lr", "weight_decay", "warmup", "val_split", "label_smoothing", "ema"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
                 raise SettingError(name, f"must be a finite number, got {value}")
@@ -106,6 +107,10 @@ class TrainConfig(Recipe):
             raise SettingError("weight_decay", f"must not be negative, got {self.weight_decay}")
         if not 0 <= self.warmup < 1:
             raise SettingError("warmup", f"is a fraction of the steps in [0, 1), got {self.warmup}")
+        if not 0 <= self.label_smoothing < 1:
+            raise SettingError("label_smoothing", f"is a share of each target in [0, 1), got {self.label_smoothing}")
+        if not 0 <= self.ema < 1:
+            raise SettingError("ema", f"is a decay in (0, 1), 0.999 say, or 0 for none; got {self.ema}")
         if not 0 <= self.val_split < 1:
             raise SettingError("val_split", f"is a fraction of the training images in [0, 1), got {self.val_split}")
         for name, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("augment", AUGMENTATIONS)):
@@ -296,17 +301,19 @@ def train_one_epoch(
     stop: list[int],
     on_step: Any = None,
     group: distributed.Group = distributed.ONE,
+    average: torch.optim.swa_utils.AveragedModel | None = None,
 ) -> bool:
     """Train from ``state.step`` to the end of the epoch, the step budget, or a signal; ``state`` is updated.
     Returns True if a signal stopped it: every process then stops at the same step.
 
     ``config.batch_size`` is the batch of all processes together: each takes its slice of every batch of the
     same seeded order, so that N processes compute what one would, N times faster where the hardware allows.
+    ``average``, the weights' moving average (``--ema``), is updated after every step.
     """
     model.train()
     shuffle = torch.Generator().manual_seed(_seed(config.seed, state.epoch))
     order = torch.randperm(len(split), generator=shuffle)
-    loss_fn = nn.CrossEntropyLoss()
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     device = normalize.device
     pad = 4 if split.images.shape[-1] >= 32 else 2
     # Running sums stay on the device: reading them every step would make a GPU wait every step.
@@ -336,14 +343,21 @@ def train_one_epoch(
             stop.append(signal.SIGTERM)
         if global_step >= total_steps or stopped:
             break
+        # The step's augmentation is drawn for the whole batch, so that N processes see the images one would; dropout
+        # draws go on from there in one process, and from a seed of their rank in each of N.
+        torch.manual_seed(_seed(config.seed, state.epoch, state.step, 1))
+        if config.augment != "none":  # crop and flip draw first: the presets before affine and erase compute as ever
+            crop, flip = "crop" in config.augment, "flip" in config.augment
+            if crop or flip:
+                images = augment(images, pad if crop else 0, flip, torch.default_generator)
+            if "affine" in config.augment:
+                images = affine(images, torch.default_generator)
+            if "erase" in config.augment:
+                images = erase(images, normalize.mean_pixel, torch.default_generator)
         if group.active:
             mine = slice(group.rank * share, (group.rank + 1) * share)
             images, labels = images[mine], labels[mine]
-        # Dropout and augmentation draws of this step, in this process.
-        torch.manual_seed(_seed(config.seed, state.epoch, state.step, 1 + group.rank))
-        if config.augment != "none":
-            crop, flip = "crop" in config.augment, "flip" in config.augment
-            images = augment(images, pad if crop else 0, flip, torch.default_generator)
+            torch.manual_seed(_seed(config.seed, state.epoch, state.step, 1, 1 + group.rank))
         for param_group in optimizer.param_groups:
             param_group["lr"] = lr_at(config, global_step, total_steps)
         x, y = normalize(images), labels.to(device, non_blocking=True)
@@ -353,6 +367,8 @@ def train_one_epoch(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if average is not None:
+            average.update_parameters(getattr(model, "module", model))  # the module inside DDP
         loss_sum += loss.detach() * len(y)
         correct += (outputs.argmax(1) == y).sum()
         state.seen += len(y) * group.world
@@ -528,13 +544,16 @@ def train(
         try:
             model = arch.build(ds.shape, ds.num_classes)
         except ZooError as exc:
-            if not ds.location:
+            if not ds.location or not isinstance(exc.__cause__, ValueError):  # a shape the builder cannot take
                 raise
             raise ZooError(f"{exc}, or resize the folder's images: {_resized(arch.input_shape)}") from exc
         model = model.to(device).to(memory_format=torch.channels_last)
         resuming = resume is not None and (Path(resume) / runs.LAST).is_file()
         init_sha256 = _initialise(model, config.init, arch, ds) if config.init and not resuming else None
         optimizer = _make_optimizer(config, model, device)
+        # The moving average of the weights (--ema), buffers too: it is what is validated, kept and tested.
+        average = _moving_average(model, config.ema) if config.ema else None
+        evaluated = average.module if average is not None else model
         steps_per_epoch = max(1, len(data.train) // config.batch_size)
         total_steps = min(config.epochs * steps_per_epoch, config.max_steps or sys.maxsize)
         if resume is None and group.main:
@@ -545,7 +564,7 @@ def train(
         state = EpochState(epoch=0)
 
         if resume is not None and (path / runs.LAST).is_file():
-            history, state = _resume(path / runs.LAST, model, optimizer)
+            history, state = _resume(path / runs.LAST, model, optimizer, average)
             finished = state.epoch >= config.epochs or state.epoch * steps_per_epoch + state.step >= total_steps
             if finished and (path / runs.SUMMARY).is_file():  # without it, the test split is still to be scored
                 raise RunComplete(
@@ -586,7 +605,8 @@ def train(
                 return
             resume = {"history": history, "progress": dataclasses.asdict(state)}
             card = new_card(arch, ds, config=dataclasses.asdict(config), epoch=len(history))
-            checkpoint.save(path / runs.LAST, model.state_dict(), card, resume=resume, optimizer=optimizer.state_dict())
+            checkpoint.save(path / runs.LAST, model.state_dict(), card, resume=resume, optimizer=optimizer.state_dict(),
+                            average=average.state_dict() if average is not None else None)  # fmt: skip
 
         reporter = _Reporter(progress if group.main else "none", config.epochs, steps_per_epoch, config.batch_size)
         best = max((h["val_acc"] for h in history if h["val_acc"] is not None), default=-1.0)
@@ -594,8 +614,8 @@ def train(
             while state.epoch < config.epochs and state.epoch * steps_per_epoch + state.step < total_steps:
                 reporter.start(state)
                 try:
-                    stopped = train_one_epoch(trained, data.train, normalize, optimizer, config, state,
-                                              steps_per_epoch, total_steps, stop, reporter.step, group)  # fmt: skip
+                    stopped = train_one_epoch(trained, data.train, normalize, optimizer, config, state, steps_per_epoch,
+                                              total_steps, stop, reporter.step, group, average)  # fmt: skip
                 except TrainingDiverged as exc:
                     kept = (f"{path / runs.LAST}, from epoch {len(history)}, is the last good checkpoint"
                             if history else "no checkpoint was written (it diverged in the first epoch)")  # fmt: skip
@@ -607,7 +627,7 @@ def train(
                         f"stopped by {signal.Signals(stop[0]).name} at epoch {state.epoch + 1}, step {state.step}; "
                         f"continue with: zoo train --resume {path}"
                     )
-                val = score(model, data.val, normalize) if len(data.val) else None
+                val = score(evaluated, data.val, normalize) if len(data.val) else None
                 record = {
                     "epoch": state.epoch + 1,
                     "train_loss": state.loss_sum / max(1, state.seen),
@@ -625,13 +645,13 @@ def train(
                     best = val.accuracy if val else best
                     card = new_card(arch, ds, config=dataclasses.asdict(config), epoch=len(history), metrics=record)
                     if group.main:
-                        checkpoint.save(path / runs.BEST, model.state_dict(), card)
+                        checkpoint.save(path / runs.BEST, evaluated.state_dict(), card)
                 save_last()
                 if group.main:
                     write_text(path / runs.METRICS, "".join(json.dumps(h) + "\n" for h in history))
                     reporter.end(record)
                     if on_epoch is not None:
-                        on_epoch(record, model)
+                        on_epoch(record, evaluated)
 
         group.barrier()  # rank 0 has written the best checkpoint
         best_weights = checkpoint.load(path / runs.BEST)
@@ -667,13 +687,29 @@ def _length_notes(
     return notes
 
 
+def _moving_average(model: nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel:
+    """An exponential moving average of ``model``'s parameters and buffers (batch-norm statistics), decay ``decay``."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    update = get_ema_multi_avg_fn(decay)  # type: ignore[no-untyped-call]
+    return AveragedModel(model, multi_avg_fn=update, use_buffers=True)
+
+
 def _resume(
-    source: Path, model: nn.Module, optimizer: torch.optim.Optimizer
+    source: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    average: torch.optim.swa_utils.AveragedModel | None = None,
 ) -> tuple[list[dict[str, Any]], EpochState]:
-    """Load the weights, optimizer state, history and progress of a ``last`` checkpoint; damaged state is a ZooError."""
+    """Load the weights, optimizer state, moving average, history and progress of a ``last`` checkpoint; damaged
+    state is a ZooError."""
     last = checkpoint.load(source)
     checkpoint.load_weights(model, last.weights, source)
     try:
+        if average is not None:
+            if last.average is None:
+                raise ValueError("it holds no moving average of the weights (--ema)")
+            average.load_state_dict(last.average)
         if last.optimizer is not None:
             optimizer.load_state_dict(last.optimizer)
             _match_layouts(optimizer)
