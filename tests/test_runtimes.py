@@ -129,6 +129,8 @@ def test_predict_eval_and_bench_take_a_runtime(exported: dict[str, Path], tmp_pa
                                       "--out", str(tmp_path / "eval")])  # fmt: skip
     assert scored.exit_code == 0, scored.output
     assert json.loads(scored.stdout)["runtime"].startswith("torch (float32): within ")
+    unknown = CliRunner().invoke(cli, ["bench", str(exported["onnx"]), "--runtime", "nosuch"])
+    assert unknown.exit_code == 1 and "unknown runtime 'nosuch'; known runtimes: onnxruntime" in unknown.stderr
     timed = zoo.bench(exported["onnx"], runtimes=["onnxruntime"], batch_sizes=[1], rounds=1, seconds=0.01)
     assert set(timed.timings) == {"onnx", "onnx/onnxruntime"} and timed.precisions["onnx/onnxruntime"] == "float32"
 

@@ -367,6 +367,7 @@ def bench(
     if isinstance(formats, str):  # one runtime named on its own
         formats = [formats]
     wanted = list(dict.fromkeys(_runtime(f) for f in formats)) if formats else None
+    others = [(spec, registry.runtime(spec.partition(":")[0])) for spec in runtimes]  # named before any export
     threads = available_cpus()
     torch.set_num_threads(threads)
     contenders: list[Contender] = []
@@ -416,8 +417,7 @@ def bench(
                     contenders.append(Contender(name, _precision(result.files[name]), run))
             check_batch_sizes(batch_sizes, card.input_shape)
             written = result.files
-        for spec in runtimes:  # each file a runtime runs, in it, proved first
-            runtime = registry.runtime(spec.partition(":")[0])
+        for spec, runtime in others:  # each file a runtime runs, in it, proved first
             asked = spec.partition(":")[2]
             for fmt, path in written.items():
                 int8 = registry.exporter(fmt).precision == "int8"
