@@ -681,7 +681,8 @@ def _length_notes(
     if steps < MIN_STEPS and not config.max_steps:
         notes.append(f"{steps:,} optimiser steps ({images:,} images at batch {config.batch_size} for "
                      f"{config.epochs} epochs) rarely train a network; train longer with --epochs")  # fmt: skip
-    start = [w for w in get_registry().weights_of(arch.name) if w.input_shape == ds.shape] if images < 5_000 else []
+    fits = [w for w in get_registry().weights_of(arch.name) if w.input_shape == ds.shape] if images < 5_000 else []
+    start = sorted(fits, key=lambda w: w.classes != ds.classes)  # weights trained on the same classes first
     if start and not config.init:
         notes.append(f"a small data set trains best from published weights: add --init {start[0].name}")
     return notes
