@@ -149,7 +149,7 @@ def _save_onnx(proto: Any, meta: dict[str, Any], path: Path) -> None:
     onnx.save(proto, str(path))
 
 
-def _fold_batch_norms(model: nn.Module) -> nn.Module:
+def fold_batch_norms(model: nn.Module) -> nn.Module:
     """A copy of ``model`` with each batch norm that follows a convolution or linear layer in an ``nn.Sequential``
     folded into that layer, so that it is quantized as one layer (onnxruntime folds a batch norm after a
     convolution itself, not one after a linear layer)."""
@@ -199,7 +199,7 @@ def write_onnx_int8(model: nn.Module, example: torch.Tensor, meta: dict[str, Any
     try:
         with tempfile.TemporaryDirectory() as tmp:
             float32, prepared, quantized = (Path(tmp) / f"{n}.onnx" for n in ("float32", "prepared", "int8"))
-            write_onnx(_fold_batch_norms(model), example[:2], {}, float32, max(opset, INT8_OPSET))
+            write_onnx(fold_batch_norms(model), example[:2], {}, float32, max(opset, INT8_OPSET))
             quant_pre_process(str(float32), str(prepared))  # shape inference and graph optimisation
             quantize_static(str(prepared), str(quantized), Reader(), quant_format=QuantFormat.QDQ, per_channel=False,
                             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
@@ -360,6 +360,23 @@ def register_exporters(register: Callable[[Exporter], None]) -> None:
             precision="int8",
             min_opset=INT8_OPSET,
             summary="ONNX quantized to int8 (static, calibrated on training images); a quarter to a third of the size",
+        )
+    )
+    register(
+        Exporter(
+            name="onnx_int8_qat",
+            suffix=".int8_qat.onnx",
+            writer="zoo.exporters.qat:write_onnx_int8_qat",
+            runner=f"{here}:run_onnx",
+            reader=f"{here}:read_onnx",
+            aliases=("int8_qat", "qat"),
+            proof="approximate",
+            precision="int8",
+            min_opset=INT8_OPSET,
+            trains=True,
+            calibration_images=16_384,  # the training images it is fine-tuned on (MAX_CALIBRATION_IMAGES)
+            summary="ONNX int8 after quantization-aware fine-tuning toward the float model, for nets whose "
+            "onnx_int8 is refused; slower to write",
         )
     )
     register(

@@ -389,7 +389,8 @@ def bench(
             model = _counting_model(card, notes)
             written = {name: source}
         else:
-            names = wanted or [*EAGER, *(e for e in registry.exporters if e != "safetensors")]
+            exported = (n for n, e in registry.exporters.items() if n != "safetensors" and not e.trains)  # as --all
+            names = wanted or [*EAGER, *exported]
             files = [n for n in names if n not in EAGER]
             exact = [n for n in files if registry.exporter(n).proof != "approximate"]
             # the safetensors file gives the eager contenders their model, with the weights the others hold

@@ -616,7 +616,8 @@ def predict(ctx: click.Context, weights: str, images: tuple[str, ...], top_k: in
     "--all",
     "all_formats",
     is_flag=True,
-    help="Every registered format, int8 and fp16 included [default: all but those approximate ones].",
+    help="Every registered format, int8 and fp16 included, but those that train (onnx_int8_qat: name it) "
+    "[default: all but the approximate ones].",
 )
 @click.option("--weights", help="A checkpoint file, run directory or published ARCH:TAG to export.")
 @click.option("--untrained", is_flag=True, help="Export freshly initialised weights, on purpose.")
@@ -655,7 +656,7 @@ def export(target: str, safetensors: bool, torchscript: bool, onnx: bool, pt2: b
 
     flags = {"safetensors": safetensors, "torchscript": torchscript, "onnx": onnx, "pt2": pt2}
     chosen = [name for name, on in flags.items() if on] + list(extra)
-    formats = list(get_registry().exporters) if all_formats else chosen or None
+    formats = [n for n, e in get_registry().exporters.items() if not e.trains] if all_formats else chosen or None
     try:
         result = run_export(
             target,

@@ -48,10 +48,6 @@ class ExportError(ZooError):
         self.result = result
 
 
-CALIBRATION_IMAGES = 256
-"""Training images handed to an approximate format's writer (``example``) to calibrate on."""
-
-
 def top1_disagreements(expected: np.ndarray, got: np.ndarray, ulps: float) -> int:
     """Rows whose top class differs although the model's two best scores are further apart than the tolerance."""
     scale = np.maximum(np.abs(expected).max(axis=1), 1.0)
@@ -88,13 +84,14 @@ class ExportResult:
     """The formats among ``failures`` that were written and found not equivalent (the others could not be written)."""
 
     def table(self) -> str:
-        lines = [f"{'format':<12} {'inputs':<7} {'batch':>5} {'max abs':>10} {'ulps':>9} {'top-1':>7} {'accuracy':>9}  "
+        width = max([12, *(len(c.format) for c in self.checks)])  # plugin formats may have longer names
+        lines = [f"{'format':<{width}} {'inputs':<7} {'batch':>5} {'max abs':>10} {'ulps':>9} {'top-1':>7} {'accuracy':>9}  "
                  f"result"]  # fmt: skip
         for c in self.checks:  # an approximate file is judged by agreement and accuracy: its rounding steps say nothing
             change = "" if c.accuracy_change is None else f"{c.accuracy_change * 100:+.2f} pt"
             ulps = "-" if c.accuracy_change is not None else f"{c.ulps:.1f}"
             lines.append(
-                f"{c.format:<12} {c.inputs:<7} {c.batch_size:>5} {c.max_abs:>10.2e} {ulps:>9} "
+                f"{c.format:<{width}} {c.inputs:<7} {c.batch_size:>5} {c.max_abs:>10.2e} {ulps:>9} "
                 f"{c.top1_agreement:>7.2%} {change:>9}  {'ok' if c.passed else 'FAILED'}"
             )
         return "\n".join(lines)
@@ -154,10 +151,10 @@ def _inputs(
     dataset: str | None,
     data_dir: str | Path | None,
     notices: list[str],
-    approximate: bool,
+    calibration: int,
 ) -> _Inputs:
-    """Real test images where they are at hand, and random ones in the normalised range; with ``approximate``,
-    the labelled test split and calibration images from the training split too.
+    """Real test images where they are at hand, and random ones in the normalised range; with ``calibration``
+    (an approximate format's ``calibration_images``), the labelled test split and that many training images too.
 
     The images are ``dataset``'s (a name or a folder), else those of the registered data set the model
     was trained on; a folder recorded in the file is read only when named.  Without them, ``notices`` says so.
@@ -177,15 +174,15 @@ def _inputs(
             found = dataset_for_model(dataset, shape) if dataset else get_registry().dataset(str(card.dataset))
             root = resolve_data_dir(data_dir)
             images, labels = found.load("test", root, download=False)
-            train = found.load("train", root, download=False)[0] if approximate else None
+            train = found.load("train", root, download=False)[0] if calibration else None
         except ZooError as exc:
             notices.append(f"compared on random inputs only: {exc}")
         else:
             normalize = Normalizer(card.mean, card.std, torch.device("cpu"), channels_last=False)
             real = normalize(images[:largest]).numpy()
-            if approximate and train is not None:
+            if calibration and train is not None:
                 test = normalize(images[:MAX_TEST_IMAGES]).numpy(), labels[:MAX_TEST_IMAGES].numpy()
-                picked = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:CALIBRATION_IMAGES]
+                picked = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:calibration]
                 inputs = _Inputs([], test, normalize(train[picked]))
     for b in batch_sizes:
         if real is not None:
@@ -439,8 +436,8 @@ def export(
     writable_dir(result.out, "pass --out DIR")
 
     data_dir = data_dir or (origin.data_dir if origin else None)
-    approximate = any(e.proof == "approximate" for e in exporters)
-    inputs = _inputs(card, batch_sizes, dataset, data_dir, result.notices, approximate)
+    calibration = max((e.calibration_images for e in exporters if e.proof == "approximate"), default=0)
+    inputs = _inputs(card, batch_sizes, dataset, data_dir, result.notices, calibration)
     example = inputs.calibration if inputs.calibration is not None else torch.zeros(2, *card.input_shape)
     with contextlib.ExitStack() as cleanup:
         proven: dict[str, Path] = {}  # each format's proved file, under its temporary name until all are done
@@ -451,7 +448,7 @@ def export(
             meta = {**written.to_json(), "export": _record(exporter, ulps, scores)}
             with _warnings_named(f"{card.architecture} as {exporter.name}"):
                 try:
-                    exporter.write(model, example, meta, tmp, written.opset or opset)
+                    exporter.write(model, example[: exporter.calibration_images], meta, tmp, written.opset or opset)
                 except Exception as exc:
                     why = disk_full(exc, paths[exporter.name]) or describe(exc)[:300]
                     result.failures[exporter.name] = f"{exporter.name} could not be written: {why}"

@@ -54,6 +54,10 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 MAX_WEIGHTS_BYTES = 1 << 30
 """The largest weights file zoo fetches: a download is cut off at its declared size, and this bounds that size."""
 
+MAX_CALIBRATION_IMAGES = 16_384
+"""The most training images an export format's writer may ask for (``Exporter.calibration_images``): they are
+held in memory, normalised, while the file is written."""
+
 PRECISIONS = ("float32", "bfloat16", "float16", "int8")
 """What an exported file's numbers can be (``Exporter.precision``)."""
 
@@ -355,6 +359,11 @@ class Exporter(_Registered):
     """Optional: a callable or ``"module:attribute"`` string, ``reader(path)`` returning ``meta``."""
     precision: str = "float32"
     """What the file's numbers are: ``float32``, ``float16`` (weights; computed in float32) or ``int8``."""
+    trains: bool = False
+    """Writing a file trains (fine-tunes a copy of the model): minutes, not seconds, so it is written only when
+    named, never by ``zoo export --all``."""
+    calibration_images: int = 256
+    """``approximate``: how many training images the writer is handed as ``example``, to calibrate or tune on."""
     min_opset: int = 0
     """The lowest ONNX opset the format is written at: a lower ``--opset`` is raised to it for its file."""
     notice: str = ""
@@ -380,6 +389,13 @@ class Exporter(_Registered):
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.precision != "float32" and self.proof != "approximate":
             raise ValueError(f"a {self.precision} format is approximate: give it proof='approximate'")
+        if (
+            isinstance(self.calibration_images, bool)
+            or not isinstance(self.calibration_images, int)
+            or not (1 <= self.calibration_images <= MAX_CALIBRATION_IMAGES)
+        ):
+            raise ValueError(f"calibration_images must be from 1 to {MAX_CALIBRATION_IMAGES}, "
+                             f"got {self.calibration_images!r}")  # fmt: skip
         if isinstance(self.min_opset, bool) or not isinstance(self.min_opset, int) or not 0 <= self.min_opset <= 100:
             raise ValueError(f"min_opset must be an ONNX opset (0 for none), got {self.min_opset!r}")
 

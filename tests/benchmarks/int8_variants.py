@@ -21,7 +21,7 @@ import torch
 from machine import describe
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
-from zoo.exporters.formats import _fold_batch_norms, write_onnx
+from zoo.exporters.formats import fold_batch_norms, write_onnx
 
 import zoo
 from zoo.benchmarking import Contender, measure
@@ -84,7 +84,7 @@ def main() -> None:
         print(f"\n{arch} ({weights.name}, {len(test):,} test images, float32 accuracy {accuracy:.2%})")
         with tempfile.TemporaryDirectory() as tmp:
             float32, prepared = Path(tmp) / "float32.onnx", Path(tmp) / "prepared.onnx"
-            write_onnx(_fold_batch_norms(model), calibration[:2], {}, float32, 17)
+            write_onnx(fold_batch_norms(model), calibration[:2], {}, float32, 17)
             quant_pre_process(str(float32), str(prepared))
             nodes = onnx.load(str(prepared)).graph.node
             convs = [n.name for n in nodes if n.op_type == "Conv"]
