@@ -15,7 +15,7 @@ from zoo.errors import ZooError
 from .formats import load_checked_onnx
 
 Run = Callable[[Any], Any]
-ONNX_FORMATS = ("onnx", "onnx_fp16", "onnx_int8")
+ONNX_FORMATS = ("onnx", "onnx_fp16", "onnx_int8", "onnx_int8_qat")
 OPENVINO_PRECISION = {"float32": "f32", "bfloat16": "bf16", "float16": "f16", "int8": "f32"}
 """OpenVINO's inference precision for each precision zoo asks for: an int8 file's quantized layers run in int8
 whatever the hint, and its other layers in float32."""

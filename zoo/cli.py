@@ -19,7 +19,6 @@ import click
 from zoo.errors import DataWarning, PluginWarning, SettingError, ZooError
 from zoo.files import writable_dir
 from zoo.loader import get_registry
-from zoo.names import normalize
 from zoo.registry import DEFAULT_ULPS, Architecture, Dataset, Exporter, Registry, Runtime, Weights, format_shape
 from zoo.version import __version__
 
@@ -212,14 +211,10 @@ def info(name: str, dataset_name: str | None, data_dir: str | None) -> None:
     if os.path.isfile(name):
         return _file_info(name)
     registry = get_registry()
-    if (
-        not os.path.isdir(name)
-        and name not in registry.architectures
-        and normalize(name) in {normalize(s) for r in registry.runtimes.values() for s in (r.name, *r.aliases)}
-    ):
-        return _runtime_info(registry, registry.runtime(name))
     item = find_dataset(name) if os.path.isdir(name) else registry.lookup(name)
-    if isinstance(item, Dataset):
+    if isinstance(item, Runtime):
+        _runtime_info(registry, item)
+    elif isinstance(item, Dataset):
         _dataset_info(registry, item, data_dir)
     elif isinstance(item, Exporter):
         _format_info(registry, item)

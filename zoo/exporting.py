@@ -85,8 +85,8 @@ class ExportResult:
 
     def table(self) -> str:
         width = max([12, *(len(c.format) for c in self.checks)])  # plugin formats may have longer names
-        lines = [f"{'format':<{width}} {'inputs':<7} {'batch':>5} {'max abs':>10} {'ulps':>9} {'top-1':>7} {'accuracy':>9}  "
-                 f"result"]  # fmt: skip
+        lines = [f"{'format':<{width}} {'inputs':<7} {'batch':>5} {'max abs':>10} {'ulps':>9} {'top-1':>7} "
+                 f"{'accuracy':>9}  result"]  # fmt: skip
         for c in self.checks:  # an approximate file is judged by agreement and accuracy: its rounding steps say nothing
             change = "" if c.accuracy_change is None else f"{c.accuracy_change * 100:+.2f} pt"
             ulps = "-" if c.accuracy_change is not None else f"{c.ulps:.1f}"

@@ -774,11 +774,11 @@ class Registry:
         raise UnknownName(f"{arch.name} has no weights tagged {tag!r}; {hint}"
                           f"it has {', '.join(w.name for w in published)} (see `zoo weights {arch.name}`)")  # fmt: skip
 
-    def lookup(self, name: str) -> Architecture | Dataset | Exporter:
-        """An architecture, a data set or an export format, whichever ``name`` stands for (in that order when
-        two kinds share a name)."""
-        tables: Mapping[str, Architecture | Dataset | Exporter] = {**self.exporters, **self.datasets,
-                                                                   **self.architectures}  # fmt: skip
+    def lookup(self, name: str) -> Architecture | Dataset | Exporter | Runtime:
+        """An architecture, a data set, an export format or a runtime, whichever ``name`` stands for (in that
+        order when two kinds share a name)."""
+        tables: Mapping[str, Architecture | Dataset | Exporter | Runtime] = {
+            **self.runtimes, **self.exporters, **self.datasets, **self.architectures}  # fmt: skip
         return tables[resolve(name, _spellings(tables))]
 
 

@@ -521,8 +521,8 @@ def _tolerances(registry: Registry, tolerances: Mapping[str, float] | None) -> d
 def cases(
     name: str, data_dir: str | Path | None = None, *, tolerances: Mapping[str, float] | None = None
 ) -> list[Case]:
-    """The checks on a plugin (distribution or entry-point name: all it provides) or one architecture, data set
-    or export format.
+    """The checks on a plugin (distribution or entry-point name: all it provides) or one architecture, data set,
+    export format or runtime.
 
     Nothing heavy runs until a case is run, so a test module can parametrize over them at collection.
     ``tolerances`` allows a float32 format more rounding steps than the default (``{"onnx": 256}``).
@@ -540,6 +540,8 @@ def cases(
             return _architecture_cases(item, registry, allowed)
         if isinstance(item, Exporter):
             return _exporter_cases(item, registry, allowed)
+        if isinstance(item, Runtime):
+            return _runtime_cases(item, registry)
         return _dataset_cases(item, data_dir)
     found = []
     for plugin in plugins:
