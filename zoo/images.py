@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     import numpy as np
     from PIL import Image
 
-__all__ = ["GREY_MODES", "MAX_PIXELS", "decode", "image_mode", "read_image", "resize"]
+__all__ = ["GREY_MODES", "MAX_PIXELS", "decode", "image_mode", "normalize", "read_image", "resize"]
 
 MAX_PIXELS = 40_000_000
 """The largest image zoo decodes, in pixels: more than most cameras take, yet a few hundred megabytes of memory at most.
@@ -30,6 +30,15 @@ GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;
 
 _WIDE_TOP = {"F": 1.0, "I": 65535.0, "I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0, "I;16N": 65535.0}
 """The nominal white of each PIL mode wider than 8 bits: "I" images come from 16-bit PNG and TIFF files."""
+
+
+def normalize(pixels: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """uint8 pixels (C×H×W, or N×C×H×W) as a model's float32 input: scaled to [0, 1], then (x - mean) / std per
+    channel."""
+    import numpy as np
+
+    mean_, std_ = (np.asarray(v, dtype=np.float32).reshape(-1, 1, 1) for v in (mean, std))
+    return ((pixels.astype(np.float32) / 255 - mean_) / std_).astype(np.float32)
 
 
 def read_image(path: Path | BinaryIO, shape: tuple[int, int, int]) -> np.ndarray:

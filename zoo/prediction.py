@@ -10,7 +10,7 @@ import numpy as np
 
 from zoo.card import ModelCard
 from zoo.errors import SettingError, ZooError
-from zoo.images import read_image
+from zoo.images import normalize, read_image
 from zoo.polarity import check_invert, should_invert
 from zoo.references import ModelRef, resolve
 from zoo.runtimes import Run, load_runner
@@ -62,9 +62,7 @@ def prepare(pixels: np.ndarray, card: ModelCard, invert: bool | None) -> tuple[n
     flip = should_invert(pixels, card.mean, invert)
     if flip:
         pixels = 255 - pixels
-    mean = np.asarray(card.mean, dtype=np.float32).reshape(-1, 1, 1)
-    std = np.asarray(card.std, dtype=np.float32).reshape(-1, 1, 1)
-    return ((pixels.astype(np.float32) / 255 - mean) / std)[None].astype(np.float32), flip
+    return normalize(pixels, card.mean, card.std)[None], flip
 
 
 def top_classes(scores: np.ndarray, classes: Sequence[str], k: int) -> list[tuple[str, float]]:

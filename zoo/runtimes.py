@@ -11,6 +11,7 @@ import numpy as np
 
 from zoo.card import ModelCard
 from zoo.errors import DatasetNotFound, ZooError, describe
+from zoo.images import normalize
 from zoo.loader import get_registry
 from zoo.machine import available_cpus
 from zoo.references import ModelRef, resolve
@@ -151,9 +152,7 @@ def _test_split(card: ModelCard, name: str, data_dir: str | Path | None) -> tupl
     except DatasetNotFound as exc:
         raise ZooError(f"{name} computes approximately and is proved on {card.dataset}'s test split, not here: "
                        f"{exc}") from exc  # fmt: skip
-    x = images[:MAX_TEST_IMAGES].numpy().astype(np.float32) / 255
-    mean, std = (np.asarray(v, np.float32).reshape(1, -1, 1, 1) for v in (card.mean, card.std))
-    return (x - mean) / std, labels[:MAX_TEST_IMAGES].numpy()
+    return normalize(images[:MAX_TEST_IMAGES].numpy(), card.mean, card.std), labels[:MAX_TEST_IMAGES].numpy()
 
 
 def _own_runner(ref: ModelRef, trust: bool) -> tuple[Run, ModelCard]:
