@@ -394,7 +394,7 @@ def _strict_exit(registry: Registry, strict: bool) -> None:
 @click.option("--warmup", type=float, help="Fraction of the steps the onecycle schedule warms up over.")
 @click.option("--augment", help="none, crop (random crops after padding), flip (random mirroring), affine (random "
                                 "rotation, shift, scale and shear), erase (a random rectangle), or crop_flip, "
-                                "crop_erase, crop_flip_erase, affine_erase.")  # fmt: skip
+                                "crop_erase, flip_erase, crop_flip_erase, affine_erase.")  # fmt: skip
 @click.option("--label-smoothing", type=float, help="Share of each target spread over all classes (0.1, say).")
 @click.option("--ema", type=float, metavar="DECAY",
               help="Keep, validate and test an exponential moving average of the weights (0.999, say).")  # fmt: skip

@@ -153,8 +153,8 @@ class Recipe:
     augment: str = "none"
     """Batched augmentation: ``none``, ``crop`` (random crops after padding), ``flip`` (mirror images at random),
     ``affine`` (a random rotation, shift, scale and shear per image, for digits), ``erase`` (a random rectangle
-    erased to the mean, as torchvision's RandomErasing), or ``crop_flip``, ``crop_erase``, ``crop_flip_erase``,
-    ``affine_erase``."""
+    erased to the mean, as torchvision's RandomErasing), or ``crop_flip``, ``crop_erase``, ``flip_erase``,
+    ``crop_flip_erase``, ``affine_erase``."""
     label_smoothing: float = 0.0
     """The share of each target spread evenly over all classes (``nn.CrossEntropyLoss(label_smoothing=...)``)."""
     ema: float = 0.0

@@ -52,8 +52,8 @@ __all__ = [
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "onecycle", "cosine")
-AUGMENTATIONS = ("none", "crop", "flip", "crop_flip", "affine", "erase", "crop_erase", "crop_flip_erase",
-                 "affine_erase")  # fmt: skip
+AUGMENTATIONS = ("none", "crop", "flip", "crop_flip", "affine", "erase", "crop_erase", "flip_erase",
+                 "crop_flip_erase", "affine_erase")  # fmt: skip
 Progress = Literal["bar", "lines", "none"]
 
 
