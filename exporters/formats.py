@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import zoo
 from zoo import Exporter
 from zoo.card import MAX_META_BYTES, decode, encode, parse_json_value
+from zoo.registry import MAX_CALIBRATION_IMAGES
 
 from .portable import describe_nodes, drop_unused_opsets, explicit_pads
 
@@ -374,7 +375,7 @@ def register_exporters(register: Callable[[Exporter], None]) -> None:
             precision="int8",
             min_opset=INT8_OPSET,
             trains=True,
-            calibration_images=16_384,  # the training images it is fine-tuned on (MAX_CALIBRATION_IMAGES)
+            calibration_images=MAX_CALIBRATION_IMAGES,  # the training images it is fine-tuned on
             summary="ONNX int8 after quantization-aware fine-tuning toward the float model, for nets whose "
             "onnx_int8 is refused; slower to write",
         )

@@ -16,6 +16,7 @@ from torch.nn import functional
 from torch.nn.utils import parametrize
 
 from .formats import fold_batch_norms, write_onnx_int8
+from .runtimes import load_onnxruntime
 
 __all__ = ["fine_tune_for_int8", "write_onnx_int8_qat"]
 
@@ -94,17 +95,14 @@ def _int8_file(model: nn.Module, images: torch.Tensor, check: torch.Tensor, want
     activations it rounds, each named by the module that outputs it ("" for the model's input), with scale and
     zero point; and the share of ``check`` images on which its top class is ``wanted``."""
     import onnx
-    import onnxruntime
     from onnx import numpy_helper
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "int8.onnx"
         write_onnx_int8(model, images[:CALIBRATION], {}, path, opset)
         graph = onnx.load(str(path)).graph
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
-        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        runs = [session.run(None, {graph.input[0].name: b.numpy()})[0] for b in torch.split(check, 256)]
+        run = load_onnxruntime(path, "int8", torch.get_num_threads())
+        runs = [run(b.numpy()) for b in torch.split(check, 256)]
     constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     weights: list[str] = []
     activations: dict[str, tuple[float, int]] = {}
